@@ -1,0 +1,236 @@
+//! Append planning, written once for every backend: input validation, idempotent-retry
+//! detection, expectation checks, version, position, id and timestamp assignment.
+//!
+//! A backend gives the planner a view of its committed state ([`AppendState`]); the
+//! planner answers with the exact events to store ([`AppendPlan::Write`]) or the events
+//! an identical earlier append stored ([`AppendPlan::Retry`]). Backends that batch
+//! several requests into one transaction (group commit) call the planner once per
+//! request against a state that includes the earlier requests of the batch.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::limits::{check_json, check_name, MAX_EVENTS_PER_APPEND};
+use crate::model::{Position, ProposedEvent, RecordedEvent, StreamId, Timestamp, Version};
+use crate::store::AppendRequest;
+
+/// The state the planner reads.
+pub trait AppendState {
+    /// The stream's current version (0 = no stream).
+    fn stream_version(&mut self, stream: &StreamId) -> Result<Version>;
+    /// The stored event with this id, if any.
+    fn event_by_id(&mut self, id: &str) -> Result<Option<RecordedEvent>>;
+}
+
+/// Where the store stands when a request is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendCursor {
+    /// The newest position stored (0 = empty store).
+    pub head_position: Position,
+    /// The timestamp of the newest event (server timestamps never go below it).
+    pub last_timestamp: Timestamp,
+    /// Whether the store refuses writes.
+    pub frozen: bool,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendPlan {
+    /// Store these events (positions `head_position + 1 ..`, in order).
+    Write {
+        /// The commit id.
+        commit_id: String,
+        /// The events to store.
+        events: Vec<RecordedEvent>,
+    },
+    /// An identical append was stored before: answer with its events, write nothing.
+    Retry {
+        /// The stored events, in request order.
+        events: Vec<RecordedEvent>,
+    },
+}
+
+/// Checks a request against the documented limits; the error names the field.
+///
+/// ```
+/// use annals_core::{append::validate, AppendRequest, ExpectedVersion, Json, ProposedEvent, StreamId};
+/// let bad = AppendRequest::to_stream(StreamId::new("a"), ExpectedVersion::Any,
+///     vec![ProposedEvent::new("T", Json::from_raw("{oops"))]);
+/// let err = validate(&bad).unwrap_err();
+/// assert!(err.to_string().contains("writes[0].events[0].payload"));
+/// ```
+pub fn validate(request: &AppendRequest) -> Result<()> {
+    if let Some(commit_id) = &request.commit_id {
+        check_name("commit_id", commit_id, true)?;
+    }
+    let count = request.event_count();
+    if count > MAX_EVENTS_PER_APPEND {
+        return Err(Error::invalid(
+            "events",
+            format!("{count} events in one append; the limit is {MAX_EVENTS_PER_APPEND}"),
+        ));
+    }
+    let mut streams = HashSet::new();
+    let mut ids: HashMap<&str, String> = HashMap::new();
+    for (w, write) in request.writes.iter().enumerate() {
+        let s = &write.stream;
+        check_name(&format!("writes[{w}].stream.id"), &s.id, true)?;
+        check_name(
+            &format!("writes[{w}].stream.aggregate"),
+            &s.aggregate,
+            false,
+        )?;
+        check_name(&format!("writes[{w}].stream.context"), &s.context, false)?;
+        if !streams.insert(s) {
+            return Err(Error::invalid(
+                format!("writes[{w}].stream"),
+                format!("stream {s} appears twice in one append"),
+            ));
+        }
+        for (e, event) in write.events.iter().enumerate() {
+            let field = |name: &str| format!("writes[{w}].events[{e}].{name}");
+            if let Some(id) = &event.id {
+                check_name(&field("id"), id, true)?;
+                if let Some(first) = ids.insert(id, field("id")) {
+                    return Err(Error::invalid(
+                        field("id"),
+                        format!("repeats the id {id:?} of {first}"),
+                    ));
+                }
+            }
+            check_name(&field("type"), &event.event_type, false)?;
+            check_json(&field("payload"), event.payload.as_bytes()).map_err(|e| in_stream(e, s))?;
+            check_json(&field("metadata"), event.metadata.as_bytes())
+                .map_err(|e| in_stream(e, s))?;
+            if event.version == Some(0) {
+                return Err(Error::invalid(
+                    field("version"),
+                    "must be 1 or more (versions are 1-based)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn in_stream(err: Error, stream: &StreamId) -> Error {
+    match err {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field,
+            reason: format!("{reason} (stream {stream})"),
+        },
+        other => other,
+    }
+}
+
+fn same_content(stored: &RecordedEvent, stream: &StreamId, proposed: &ProposedEvent) -> bool {
+    stored.stream == *stream
+        && stored.event_type == proposed.event_type
+        && stored.payload == proposed.payload
+        && stored.metadata == proposed.metadata
+        && proposed.version.is_none_or(|v| v == stored.version)
+        && proposed.timestamp.is_none_or(|t| t == stored.timestamp)
+}
+
+/// Plans one validated request (see [`validate`]) against `state`.
+///
+/// `now` is the wall-clock time to assign to events without a timestamp (it is raised
+/// to the previous event's timestamp so timestamps never decrease along positions).
+pub fn plan(
+    state: &mut dyn AppendState,
+    at: AppendCursor,
+    request: AppendRequest,
+    now: Timestamp,
+) -> Result<AppendPlan> {
+    if let Some(events) = find_retry(state, &request)? {
+        return Ok(AppendPlan::Retry { events });
+    }
+    let count = request.event_count();
+    if at.frozen && count > 0 {
+        return Err(Error::Frozen);
+    }
+    let commit_id = request
+        .commit_id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let mut events = Vec::with_capacity(count);
+    let mut position = at.head_position;
+    let mut last_timestamp = at.last_timestamp;
+    let mut sequence: u32 = 0;
+    for write in request.writes {
+        let mut version = state.stream_version(&write.stream)?;
+        if !write.expected.accepts(version) {
+            return Err(Error::WrongExpectedVersion {
+                stream: write.stream,
+                expected: write.expected,
+                actual: version,
+            });
+        }
+        for proposed in write.events {
+            version = match proposed.version {
+                Some(v) if v <= version => {
+                    return Err(Error::VersionConflict {
+                        stream: write.stream,
+                        version: v,
+                        current: version,
+                    })
+                }
+                Some(v) => v,
+                None => version + 1,
+            };
+            position += 1;
+            let timestamp = proposed
+                .timestamp
+                .unwrap_or_else(|| now.max(last_timestamp));
+            last_timestamp = timestamp;
+            events.push(RecordedEvent {
+                position,
+                id: proposed
+                    .id
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                stream: write.stream.clone(),
+                version,
+                event_type: proposed.event_type,
+                timestamp,
+                payload: proposed.payload,
+                metadata: proposed.metadata,
+                commit_id: commit_id.clone(),
+                commit_sequence: sequence,
+                dispatched: false,
+            });
+            sequence += 1;
+        }
+    }
+    Ok(AppendPlan::Write { commit_id, events })
+}
+
+/// `Some(stored events)` when the request is an exact retry of a stored append;
+/// an error when it reuses a stored id for something else.
+fn find_retry(
+    state: &mut dyn AppendState,
+    request: &AppendRequest,
+) -> Result<Option<Vec<RecordedEvent>>> {
+    let mut found = Vec::new();
+    let mut unknown = false;
+    for write in &request.writes {
+        for proposed in &write.events {
+            let Some(id) = &proposed.id else {
+                unknown = true;
+                continue;
+            };
+            match state.event_by_id(id)? {
+                Some(stored) if same_content(&stored, &write.stream, proposed) => {
+                    found.push(stored)
+                }
+                Some(_) => return Err(Error::DuplicateEventId { id: id.clone() }),
+                None => unknown = true,
+            }
+        }
+    }
+    match (found.is_empty(), unknown) {
+        (true, _) => Ok(None),
+        (false, false) => Ok(Some(found)),
+        (false, true) => Err(Error::DuplicateEventId {
+            id: found[0].id.clone(),
+        }),
+    }
+}

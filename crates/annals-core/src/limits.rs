@@ -1,0 +1,95 @@
+//! The documented size limits, and the checks that enforce them.
+//!
+//! Every backend applies the same limits (through [`crate::append`] and the store
+//! operations), so an input refused by one backend is refused by all.
+
+use crate::error::{Error, Result};
+
+/// Longest event id, commit id, stream id, aggregate type, context, event type, snapshot
+/// key, snapshot id or secret id, in bytes (UTF-8).
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Largest payload or metadata document, in bytes.
+pub const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+
+/// Deepest nesting of arrays and objects inside a payload or metadata document.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Most events in one append.
+pub const MAX_EVENTS_PER_APPEND: usize = 100_000;
+
+/// Largest secret value or keyed-snapshot content, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Checks a name-like string: at most [`MAX_NAME_BYTES`], no NUL character, and
+/// non-empty when `required`.
+///
+/// ```
+/// use annals_core::limits::check_name;
+/// assert!(check_name("id", "acc-1", true).is_ok());
+/// assert!(check_name("id", "", true).is_err());
+/// assert!(check_name("aggregate", "", false).is_ok());
+/// assert!(check_name("id", &"x".repeat(257), true).is_err());
+/// ```
+pub fn check_name(field: &str, value: &str, required: bool) -> Result<()> {
+    if required && value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; the limit is {MAX_NAME_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid(field, "must not contain a NUL character"));
+    }
+    Ok(())
+}
+
+/// Checks a text value (secret, snapshot content) against [`MAX_TEXT_BYTES`].
+///
+/// ```
+/// assert!(annals_core::limits::check_text("secret", "s3cr3t").is_ok());
+/// ```
+pub fn check_text(field: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; the limit is {MAX_TEXT_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `bytes` is one JSON value within [`MAX_JSON_BYTES`] and
+/// [`MAX_JSON_DEPTH`].
+///
+/// ```
+/// use annals_core::limits::check_json;
+/// assert!(check_json("payload", br#"{"a":[1,2]}"#).is_ok());
+/// let err = check_json("payload", b"\xff").unwrap_err();
+/// assert!(err.to_string().starts_with("invalid input at payload: not JSON"));
+/// assert!(check_json("payload", "[".repeat(200).as_bytes()).is_err());
+/// ```
+pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
+    if bytes.len() > MAX_JSON_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes long; the limit is {MAX_JSON_BYTES} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    // serde_json refuses nesting deeper than 128 levels (MAX_JSON_DEPTH) by itself.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| Error::invalid(field, format!("not JSON: {e}")))
+}

@@ -1,0 +1,615 @@
+//! The in-memory backend: the reference every other backend is compared against.
+//!
+//! Nothing survives the process. Appends are applied under one lock, so the in-memory
+//! store is the simplest correct implementation of the trait; the model-based property
+//! test in `annals-testkit` checks every other backend against it, operation by
+//! operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use tokio::sync::watch;
+
+use crate::append::{self, AppendCursor, AppendPlan, AppendState};
+use crate::error::{Error, Result};
+use crate::limits::{check_json, check_name, check_text};
+use crate::model::{Direction, Position, RecordedEvent, StreamId, Timestamp, Version};
+use crate::query::{ListStreams, ReadAll, ReadAllPage, StreamInfo, StreamPage, StreamRead};
+use crate::scan::PageCollector;
+use crate::store::{
+    AppendRequest, AppendResult, Capabilities, EventStore, EventStream, KeyedSnapshot,
+    NewStreamSnapshot, Secret, SecretQuery, StoreDescription, StreamSnapshot, Subscribe,
+};
+use crate::subscription::{subscription, PageReader};
+use crate::StreamPageToken;
+
+#[derive(Default)]
+struct Stream {
+    info: Option<StreamInfo>,
+    /// (version, position), ascending.
+    versions: Vec<(Version, Position)>,
+}
+
+#[derive(Default)]
+struct State {
+    events: Vec<RecordedEvent>,
+    streams: HashMap<StreamId, Stream>,
+    ids: HashMap<String, Position>,
+    frozen: bool,
+    closed: bool,
+    snapshots: BTreeMap<String, KeyedSnapshot>,
+    /// (save sequence, snapshot), in save order.
+    stream_snapshots: Vec<(u64, StreamSnapshot)>,
+    snapshot_seq: u64,
+    secrets: Vec<Secret>,
+    secret_ids: HashMap<String, u64>,
+}
+
+impl State {
+    fn head(&self) -> Position {
+        self.events.len() as Position
+    }
+
+    fn open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct View<'a>(&'a State);
+
+impl AppendState for View<'_> {
+    fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
+        Ok(self
+            .0
+            .streams
+            .get(stream)
+            .and_then(|s| s.info.as_ref())
+            .map_or(0, |i| i.version))
+    }
+
+    fn event_by_id(&mut self, id: &str) -> Result<Option<RecordedEvent>> {
+        Ok(self
+            .0
+            .ids
+            .get(id)
+            .map(|p| self.0.events[(*p - 1) as usize].clone()))
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    head: watch::Sender<Position>,
+}
+
+/// The in-memory event store.
+///
+/// ```
+/// use annals_core::{EventStore, MemoryStore, ReadAll};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// assert_eq!(store.read_all(ReadAll::forward()).await.unwrap().events.len(), 0);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// let _store = annals_core::MemoryStore::new();
+    /// ```
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                head: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied append: every
+        // mutation below is prepared first and applied without fallible steps.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_page(&self, read: ReadAll) -> Result<ReadAllPage> {
+        let state = self.lock();
+        state.open()?;
+        let head = state.head();
+        let mut page = PageCollector::new(&read, head)?;
+        let start = page.start();
+        match read.direction {
+            Direction::Forward => {
+                for e in state.events.iter().skip(start as usize) {
+                    if !page.offer(e.clone()) {
+                        break;
+                    }
+                }
+            }
+            Direction::Backward => {
+                let end = (start.saturating_sub(1) as usize).min(state.events.len());
+                for e in state.events[..end].iter().rev() {
+                    if !page.offer(e.clone()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(page.finish(true))
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dense_positions: true,
+            atomic_multi_stream: true,
+            durable: false,
+        }
+    }
+
+    async fn describe(&self) -> Result<StoreDescription> {
+        let state = self.lock();
+        state.open()?;
+        let deleted = state.secrets.iter().filter(|s| s.secret.is_none()).count() as u64;
+        Ok(StoreDescription {
+            event_count: state.events.len() as u64,
+            stream_count: state.streams.len() as u64,
+            head_position: state.head(),
+            last_event_timestamp: state.events.last().map(|e| e.timestamp),
+            frozen: state.frozen,
+            secret_count: state.secrets.len() as u64,
+            set_secret_count: state.secrets.len() as u64 - deleted,
+            deleted_secret_count: deleted,
+            bytes_on_disk: None,
+        })
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        append::validate(&request)?;
+        let mut state = self.lock();
+        state.open()?;
+        let at = AppendCursor {
+            head_position: state.head(),
+            last_timestamp: state
+                .events
+                .last()
+                .map_or(Timestamp::from_millis(i64::MIN), |e| e.timestamp),
+            frozen: state.frozen,
+        };
+        let plan = append::plan(&mut View(&state), at, request, Timestamp::now())?;
+        match plan {
+            AppendPlan::Retry { events } => Ok(AppendResult {
+                commit_id: events[0].commit_id.clone(),
+                events,
+                head_position: state.head(),
+                retried: true,
+            }),
+            AppendPlan::Write { commit_id, events } => {
+                for e in &events {
+                    state.ids.insert(e.id.clone(), e.position);
+                    let stream = state.streams.entry(e.stream.clone()).or_default();
+                    stream.versions.push((e.version, e.position));
+                    match &mut stream.info {
+                        Some(info) => {
+                            info.version = e.version;
+                            info.last_position = e.position;
+                        }
+                        None => {
+                            stream.info = Some(StreamInfo {
+                                stream: e.stream.clone(),
+                                version: e.version,
+                                first_timestamp: e.timestamp,
+                                first_position: e.position,
+                                last_position: e.position,
+                            })
+                        }
+                    }
+                    state.events.push(e.clone());
+                }
+                let head = state.head();
+                drop(state);
+                self.inner.head.send_replace(head);
+                Ok(AppendResult {
+                    commit_id,
+                    events,
+                    head_position: head,
+                    retried: false,
+                })
+            }
+        }
+    }
+
+    async fn read_stream(&self, stream: &StreamId, read: StreamRead) -> Result<Vec<RecordedEvent>> {
+        check_stream_read(stream, &read)?;
+        let state = self.lock();
+        state.open()?;
+        let Some(s) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let to = read.to_version.unwrap_or(Version::MAX);
+        let limit = read.limit.unwrap_or(u64::MAX) as usize;
+        let selected = s
+            .versions
+            .iter()
+            .filter(|(v, _)| *v >= read.from_version && *v <= to);
+        let pick = |(_, p): &(Version, Position)| state.events[(*p - 1) as usize].clone();
+        Ok(match read.direction {
+            Direction::Forward => selected.take(limit).map(pick).collect(),
+            Direction::Backward => selected.rev().take(limit).map(pick).collect(),
+        })
+    }
+
+    async fn read_all(&self, read: ReadAll) -> Result<ReadAllPage> {
+        self.read_page(read)
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        let state = self.lock();
+        state.open()?;
+        Ok(state.streams.get(stream).and_then(|s| s.info.clone()))
+    }
+
+    async fn list_streams(&self, query: ListStreams) -> Result<StreamPage> {
+        let state = self.lock();
+        state.open()?;
+        let mut infos: Vec<&StreamInfo> = state
+            .streams
+            .values()
+            .filter_map(|s| s.info.as_ref())
+            .filter(|i| query.matches(i))
+            .collect();
+        infos.sort_by_key(|i| (i.first_timestamp, i.first_position));
+        if query.reverse {
+            infos.reverse();
+        }
+        Ok(page_streams(infos.into_iter().cloned(), &query))
+    }
+
+    async fn freeze(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        if state.frozen {
+            return Err(Error::AlreadyFrozen);
+        }
+        state.frozen = true;
+        Ok(())
+    }
+
+    async fn unfreeze(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        if !state.frozen {
+            return Err(Error::NotFrozen);
+        }
+        state.frozen = false;
+        Ok(())
+    }
+
+    async fn save_snapshot(&self, key: &str, content: &str) -> Result<()> {
+        check_name("key", key, true)?;
+        check_text("content", content)?;
+        let mut state = self.lock();
+        state.open()?;
+        state.snapshots.insert(
+            key.to_owned(),
+            KeyedSnapshot {
+                key: key.to_owned(),
+                content: content.to_owned(),
+                timestamp: Timestamp::now(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, key: &str) -> Result<Option<KeyedSnapshot>> {
+        check_name("key", key, true)?;
+        let state = self.lock();
+        state.open()?;
+        Ok(state.snapshots.get(key).cloned())
+    }
+
+    async fn drop_snapshot(&self, key: &str) -> Result<bool> {
+        check_name("key", key, true)?;
+        let mut state = self.lock();
+        state.open()?;
+        Ok(state.snapshots.remove(key).is_some())
+    }
+
+    async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+        let snapshot = check_stream_snapshot(snapshot)?;
+        let mut state = self.lock();
+        state.open()?;
+        state.snapshot_seq += 1;
+        let seq = state.snapshot_seq;
+        state.stream_snapshots.push((seq, snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    async fn latest_stream_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<Version>,
+    ) -> Result<Option<StreamSnapshot>> {
+        check_stream(stream)?;
+        let state = self.lock();
+        state.open()?;
+        let max = max_version.unwrap_or(Version::MAX);
+        Ok(state
+            .stream_snapshots
+            .iter()
+            .filter(|(_, s)| s.stream == *stream && s.stream_version <= max)
+            .max_by_key(|(seq, s)| (s.stream_version, *seq))
+            .map(|(_, s)| s.clone()))
+    }
+
+    async fn prune_stream_snapshots(&self, stream: &StreamId, keep: usize) -> Result<u64> {
+        check_stream(stream)?;
+        let mut state = self.lock();
+        state.open()?;
+        let total = state
+            .stream_snapshots
+            .iter()
+            .filter(|(_, s)| s.stream == *stream)
+            .count();
+        let mut to_delete = total.saturating_sub(keep);
+        let deleted = to_delete as u64;
+        // Oldest saves come first in the vector.
+        state.stream_snapshots.retain(|(_, s)| {
+            if to_delete > 0 && s.stream == *stream {
+                to_delete -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        Ok(deleted)
+    }
+
+    async fn set_secret(&self, id: &str, secret: &str) -> Result<Secret> {
+        check_name("id", id, true)?;
+        check_text("secret", secret)?;
+        let mut state = self.lock();
+        state.open()?;
+        if state.frozen {
+            return Err(Error::Frozen);
+        }
+        if state.secret_ids.contains_key(id) {
+            return Err(Error::SecretAlreadyExists { id: id.to_owned() });
+        }
+        let record = Secret {
+            idx: state.secrets.len() as u64,
+            id: id.to_owned(),
+            secret: Some(secret.to_owned()),
+        };
+        state.secret_ids.insert(id.to_owned(), record.idx);
+        state.secrets.push(record.clone());
+        Ok(record)
+    }
+
+    async fn get_secret(&self, id: &str) -> Result<Option<Secret>> {
+        check_name("id", id, true)?;
+        let state = self.lock();
+        state.open()?;
+        Ok(state
+            .secret_ids
+            .get(id)
+            .map(|idx| state.secrets[*idx as usize].clone()))
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<()> {
+        check_name("id", id, true)?;
+        let mut state = self.lock();
+        state.open()?;
+        if state.frozen {
+            return Err(Error::Frozen);
+        }
+        let idx = match state.secret_ids.get(id) {
+            Some(idx) if state.secrets[*idx as usize].secret.is_some() => *idx,
+            _ => return Err(Error::not_found("secret", id)),
+        };
+        state.secrets[idx as usize].secret = None;
+        Ok(())
+    }
+
+    async fn list_secrets(&self, query: SecretQuery) -> Result<Vec<Secret>> {
+        let state = self.lock();
+        state.open()?;
+        Ok(state
+            .secrets
+            .iter()
+            .skip(query.from_idx.min(usize::MAX as u64) as usize)
+            .filter(|s| secret_matches(&query, s))
+            .skip(query.skip.min(usize::MAX as u64) as usize)
+            .take(query.limit.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn mark_dispatched(&self, event_id: &str) -> Result<()> {
+        check_name("event_id", event_id, true)?;
+        let mut state = self.lock();
+        state.open()?;
+        let Some(position) = state.ids.get(event_id).copied() else {
+            return Err(Error::not_found("event", event_id));
+        };
+        state.events[(position - 1) as usize].dispatched = true;
+        Ok(())
+    }
+
+    fn subscribe(&self, request: Subscribe) -> EventStream {
+        let store = self.clone();
+        let reader: PageReader = Arc::new(move |read| {
+            let store = store.clone();
+            async move { store.read_page(read) }.boxed()
+        });
+        subscription(reader, self.inner.head.subscribe(), request)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        state.closed = true;
+        drop(state);
+        self.inner.head.send_replace(crate::subscription::CLOSED);
+        Ok(())
+    }
+
+    async fn drop_store(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        *state = State {
+            closed: true,
+            ..State::default()
+        };
+        drop(state);
+        self.inner.head.send_replace(crate::subscription::CLOSED);
+        Ok(())
+    }
+}
+
+/// Checks a stream id's fields against the limits.
+///
+/// ```
+/// assert!(annals_core::memory::check_stream(&annals_core::StreamId::new("")).is_err());
+/// ```
+pub fn check_stream(stream: &StreamId) -> Result<()> {
+    check_name("stream.id", &stream.id, true)?;
+    check_name("stream.aggregate", &stream.aggregate, false)?;
+    check_name("stream.context", &stream.context, false)
+}
+
+/// Checks a stream read's arguments.
+///
+/// ```
+/// use annals_core::{memory::check_stream_read, StreamId, StreamRead};
+/// assert!(check_stream_read(&StreamId::new("s"), &StreamRead::all().from_version(0)).is_err());
+/// ```
+pub fn check_stream_read(stream: &StreamId, read: &StreamRead) -> Result<()> {
+    check_stream(stream)?;
+    if read.from_version == 0 {
+        return Err(Error::invalid(
+            "from_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    if read.to_version == Some(0) {
+        return Err(Error::invalid(
+            "to_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a new stream snapshot and fills in its id and timestamp.
+///
+/// ```
+/// use annals_core::{memory::check_stream_snapshot, Json, NewStreamSnapshot, StreamId};
+/// let s = check_stream_snapshot(NewStreamSnapshot::new(StreamId::new("a"), 1, Json::null())).unwrap();
+/// assert!(!s.id.is_empty());
+/// assert!(check_stream_snapshot(NewStreamSnapshot::new(StreamId::new("a"), 0, Json::null())).is_err());
+/// ```
+pub fn check_stream_snapshot(snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+    check_stream(&snapshot.stream)?;
+    if let Some(id) = &snapshot.id {
+        check_name("id", id, true)?;
+    }
+    if snapshot.stream_version == 0 {
+        return Err(Error::invalid(
+            "stream_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    check_json("data", snapshot.data.as_bytes())?;
+    Ok(StreamSnapshot {
+        id: snapshot
+            .id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        stream: snapshot.stream,
+        stream_version: snapshot.stream_version,
+        schema_version: snapshot.schema_version,
+        data: snapshot.data,
+        timestamp: snapshot.timestamp.unwrap_or_else(Timestamp::now),
+    })
+}
+
+/// Whether a secret is selected by the query's id list and tombstone flag.
+///
+/// ```
+/// use annals_core::{memory::secret_matches, Secret, SecretQuery};
+/// let s = Secret { idx: 0, id: "a".into(), secret: None };
+/// assert!(!secret_matches(&SecretQuery::default(), &s));
+/// ```
+pub fn secret_matches(query: &SecretQuery, secret: &Secret) -> bool {
+    (query.include_deleted || secret.secret.is_some())
+        && (query.ids.is_empty() || query.ids.contains(&secret.id))
+}
+
+/// Applies `page_token` and `limit` to streams that are already filtered and sorted in
+/// the query's order.
+///
+/// ```
+/// use annals_core::{memory::page_streams, ListStreams};
+/// let page = page_streams(std::iter::empty(), &ListStreams::default());
+/// assert!(page.streams.is_empty() && page.next_page_token.is_none());
+/// ```
+pub fn page_streams(sorted: impl Iterator<Item = StreamInfo>, query: &ListStreams) -> StreamPage {
+    let after = |i: &StreamInfo| match query.page_token {
+        None => true,
+        Some(t) => {
+            let key = (i.first_timestamp, i.first_position);
+            let tok = (t.first_timestamp, t.first_position);
+            if query.reverse {
+                key < tok
+            } else {
+                key > tok
+            }
+        }
+    };
+    let limit = query.limit.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
+    let mut streams = Vec::new();
+    let mut more = false;
+    for info in sorted.filter(|i| after(i)) {
+        if streams.len() == limit {
+            more = true;
+            break;
+        }
+        streams.push(info);
+    }
+    let next_page_token = if more {
+        streams
+            .last()
+            .map(|i| StreamPageToken::new(i.first_timestamp, i.first_position))
+    } else {
+        None
+    };
+    StreamPage {
+        streams,
+        next_page_token,
+    }
+}
