@@ -69,7 +69,7 @@ pub fn check_text(field: &str, value: &str) -> Result<()> {
 }
 
 /// Checks that `bytes` is one JSON value within [`MAX_JSON_BYTES`] and
-/// [`MAX_JSON_DEPTH`].
+/// [`MAX_JSON_DEPTH`], in UTF-8.
 ///
 /// ```
 /// use annals_core::limits::check_json;
@@ -77,6 +77,10 @@ pub fn check_text(field: &str, value: &str) -> Result<()> {
 /// let err = check_json("payload", b"\xff").unwrap_err();
 /// assert!(err.to_string().starts_with("invalid input at payload: not JSON"));
 /// assert!(check_json("payload", "[".repeat(200).as_bytes()).is_err());
+/// let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+/// assert!(check_json("payload", deep(128).as_bytes()).is_ok());
+/// assert!(check_json("payload", deep(129).as_bytes()).is_err());
+/// assert!(check_json("payload", b"\"\xff\"").is_err());
 /// ```
 pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
     if bytes.len() > MAX_JSON_BYTES {
@@ -88,8 +92,49 @@ pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
             ),
         ));
     }
-    // serde_json refuses nesting deeper than 128 levels (MAX_JSON_DEPTH) by itself.
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map(|_| ())
-        .map_err(|e| Error::invalid(field, format!("not JSON: {e}")))
+    json_problem(bytes).map_or(Ok(()), |reason| {
+        Err(Error::invalid(field, format!("not JSON: {reason}")))
+    })
+}
+
+/// What makes `bytes` unacceptable as a JSON document, if anything (size aside).
+pub(crate) fn json_problem(bytes: &[u8]) -> Option<String> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Some(e.to_string());
+    }
+    // serde_json checks neither UTF-8 inside strings nor nesting depth when it only
+    // skips over a value, so both are checked here.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Some(format!("invalid UTF-8: {e}"));
+    }
+    let depth = nesting_depth(bytes);
+    (depth > MAX_JSON_DEPTH)
+        .then(|| format!("arrays and objects nest {depth} deep; the limit is {MAX_JSON_DEPTH}"))
+}
+
+/// The deepest nesting of arrays and objects in well-formed JSON.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }

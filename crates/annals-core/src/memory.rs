@@ -233,7 +233,16 @@ impl EventStore for MemoryStore {
                 }
                 let head = state.head();
                 drop(state);
-                self.inner.head.send_replace(head);
+                // Concurrent appends announce outside the lock, possibly out of order:
+                // the announced head only moves forward (and stays at CLOSED), or a
+                // subscriber could wait for an event that is already committed.
+                self.inner.head.send_if_modified(|announced| {
+                    let newer = head > *announced;
+                    if newer {
+                        *announced = head;
+                    }
+                    newer
+                });
                 Ok(AppendResult {
                     commit_id,
                     events,

@@ -321,9 +321,7 @@ impl Json {
     /// assert!(annals_core::Json::from_raw("{").validate().is_err());
     /// ```
     pub fn validate(&self) -> std::result::Result<(), String> {
-        serde_json::from_slice::<de::IgnoredAny>(&self.0)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        crate::limits::json_problem(&self.0).map_or(Ok(()), Err)
     }
 
     /// The raw bytes.

@@ -1,0 +1,444 @@
+//! The workloads: what each one prepares (untimed), what it times, and what it counts.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals_core::{
+    EventStore, ExpectedVersion, Json, ProposedEvent, ReadAll, StreamId, StreamRead, Subscribe,
+};
+use futures::StreamExt;
+
+use crate::backend::Backend;
+use crate::report::{Latencies, Measured, Report};
+use crate::BenchResult;
+
+/// w1: events appended one at a time by one writer.
+const W1_EVENTS: u64 = 5_000;
+/// w2: concurrent writers, each on its own stream.
+const W2_WRITERS: u64 = 8;
+/// w2: events appended in total, shared evenly by the writers.
+const W2_EVENTS: u64 = W2_WRITERS * 5_000;
+/// w3 and the preparation of w4 and w5: events per append.
+const BATCH: u64 = 100;
+/// w3: events appended in total.
+const W3_EVENTS: u64 = 2_000 * BATCH;
+/// w4: the length of the stream read.
+const W4_STREAM_LEN: u64 = 1_000;
+/// w4: events read in total (200 whole-stream reads).
+const W4_EVENTS: u64 = 200 * W4_STREAM_LEN;
+/// w5: events prepared, and read on each pass.
+const W5_EVENTS: u64 = 100_000;
+/// w5: streams the prepared events are spread over.
+const W5_STREAMS: u64 = 1_000;
+/// w5: events per `read_all` call.
+const W5_PAGE: u64 = 10_000;
+/// w5: passes over the whole store.
+const W5_PASSES: u64 = 5;
+/// w6: events appended while the subscriber follows.
+const W6_EVENTS: u64 = 2_000;
+/// w6: pause between two appends, so the subscriber is idle when each event commits
+/// (tokio's timer rounds it up to about 1 ms).
+const W6_PAUSE: Duration = Duration::from_micros(200);
+/// w6: how long the subscriber may lag behind the last append before the run fails.
+const W6_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// fsync: how long the loop runs when `--events` is not given.
+const FSYNC_DURATION: Duration = Duration::from_secs(2);
+/// fsync: bytes written before each sync.
+const FSYNC_BLOCK: usize = 4 * 1024;
+/// Payload size the events are padded to.
+const PAYLOAD_BYTES: usize = 200;
+/// The event type of every benchmark event.
+const EVENT_TYPE: &str = "Deposited";
+
+/// One benchmark workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Single-event appends from one writer, each awaited.
+    W1,
+    /// Single-event appends from eight concurrent writers, each on its own stream.
+    W2,
+    /// Appends of 100-event batches from one writer.
+    W3,
+    /// Whole-stream reads of one 1,000-event stream.
+    W4,
+    /// Store-wide forward reads of 100,000 events in pages of 10,000.
+    W5,
+    /// Latency from `append` to a live subscriber receiving the event.
+    W6,
+    /// 4 KiB write plus `sync_data` in a loop: the machine's fsync ceiling.
+    Fsync,
+}
+
+impl Workload {
+    /// Every workload, in the order `--workload all` runs them.
+    pub const ALL: [Workload; 7] = [
+        Workload::Fsync,
+        Workload::W1,
+        Workload::W2,
+        Workload::W3,
+        Workload::W4,
+        Workload::W5,
+        Workload::W6,
+    ];
+
+    /// The name printed in the `workload` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::W1 => "w1",
+            Workload::W2 => "w2",
+            Workload::W3 => "w3",
+            Workload::W4 => "w4",
+            Workload::W5 => "w5",
+            Workload::W6 => "w6",
+            Workload::Fsync => "fsync",
+        }
+    }
+
+    /// The name printed in the `backend` field: `raw` when no store is involved.
+    pub fn backend_label(self, backend: Backend) -> &'static str {
+        match self {
+            Workload::Fsync => "raw",
+            _ => backend.name(),
+        }
+    }
+
+    /// Runs the workload in `dir`, an empty directory, on a fresh store of `backend`.
+    /// `events` overrides the default size (see the README for what it counts).
+    pub async fn run(
+        self,
+        backend: Backend,
+        dir: &Path,
+        events: Option<u64>,
+    ) -> BenchResult<Report> {
+        let measured = if self == Workload::Fsync {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fsync(&dir, events)).await??
+        } else {
+            let store = backend.open(dir)?;
+            let measured = match self {
+                Workload::W1 => w1(&store, events.unwrap_or(W1_EVENTS)).await?,
+                Workload::W2 => w2(&store, events.unwrap_or(W2_EVENTS)).await?,
+                Workload::W3 => w3(&store, events.unwrap_or(W3_EVENTS)).await?,
+                Workload::W4 => w4(&store, events.unwrap_or(W4_EVENTS)).await?,
+                Workload::W5 => w5(&store, events.unwrap_or(W5_EVENTS)).await?,
+                Workload::W6 => w6(&store, events.unwrap_or(W6_EVENTS)).await?,
+                Workload::Fsync => unreachable!("handled above"),
+            };
+            store.close().await?;
+            measured
+        };
+        Ok(Report::new(
+            self.name(),
+            self.backend_label(backend),
+            measured,
+        ))
+    }
+}
+
+/// A "Deposited" event whose JSON payload is padded to [`PAYLOAD_BYTES`].
+fn deposit(seq: u64) -> ProposedEvent {
+    const NOTE: &str = "padding so every payload is about the size of a small domain event; ";
+    let mut payload = format!(
+        r#"{{"account":"acc-{:06}","amount":{},"currency":"EUR","note":""#,
+        seq % 1_000_000,
+        seq.wrapping_mul(7_919) % 1_000_000
+    );
+    let room = PAYLOAD_BYTES.saturating_sub(payload.len() + 2);
+    payload.extend(NOTE.chars().cycle().take(room));
+    payload.push_str("\"}");
+    ProposedEvent::new(EVENT_TYPE, Json::from_raw(payload))
+}
+
+/// The stream of benchmark account `n`.
+fn account(n: u64) -> StreamId {
+    StreamId::new(format!("acc-{n}")).with_aggregate("account")
+}
+
+/// `total` split into `parts` shares differing by at most one.
+fn shares(total: u64, parts: u64) -> impl Iterator<Item = u64> {
+    (0..parts).map(move |i| total / parts + u64::from(i < total % parts))
+}
+
+/// Fails the run when a read returned something other than what was written.
+fn check(ok: bool, what: impl FnOnce() -> String) -> BenchResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+/// Appends `events` to `stream` in batches of [`BATCH`], untimed.
+async fn prepare(
+    store: &Arc<dyn EventStore>,
+    stream: &StreamId,
+    events: u64,
+    first_seq: u64,
+) -> BenchResult<()> {
+    let mut version = 0;
+    for size in shares(events, events.div_ceil(BATCH)) {
+        let batch = (version..version + size)
+            .map(|v| deposit(first_seq + v))
+            .collect();
+        store
+            .append_to_stream(stream, ExpectedVersion::Exact(version), batch)
+            .await?;
+        version += size;
+    }
+    Ok(())
+}
+
+/// Appends `events` single events to `stream`, each awaited, and times each append.
+async fn single_appends(
+    store: Arc<dyn EventStore>,
+    stream: StreamId,
+    events: u64,
+) -> BenchResult<Latencies> {
+    let mut latencies = Latencies::with_capacity(events as usize);
+    for version in 0..events {
+        let event = vec![deposit(version)];
+        let started = Instant::now();
+        store
+            .append_to_stream(&stream, ExpectedVersion::Exact(version), event)
+            .await?;
+        latencies.record(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+/// w1: one writer, single-event appends, each awaited.
+async fn w1(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let started = Instant::now();
+    let latencies = single_appends(store.clone(), account(0), events).await?;
+    Ok(Measured {
+        events,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// w2: [`W2_WRITERS`] concurrent writers, single-event appends to their own streams.
+async fn w2(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let started = Instant::now();
+    let writers: Vec<_> = shares(events, W2_WRITERS)
+        .enumerate()
+        .map(|(n, share)| tokio::spawn(single_appends(store.clone(), account(n as u64), share)))
+        .collect();
+    let mut latencies = Latencies::with_capacity(events as usize);
+    for writer in writers {
+        latencies.merge(writer.await??);
+    }
+    Ok(Measured {
+        events,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// w3: one writer, appends of [`BATCH`] events; one latency sample per batch.
+async fn w3(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let stream = account(0);
+    let sizes: Vec<u64> = shares(events, events.div_ceil(BATCH)).collect();
+    let mut latencies = Latencies::with_capacity(sizes.len());
+    let mut version = 0;
+    let started = Instant::now();
+    for size in sizes {
+        let batch = (version..version + size).map(deposit).collect();
+        let append_started = Instant::now();
+        store
+            .append_to_stream(&stream, ExpectedVersion::Exact(version), batch)
+            .await?;
+        latencies.record(append_started.elapsed());
+        version += size;
+    }
+    Ok(Measured {
+        events,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// w4: whole-stream reads of one prepared [`W4_STREAM_LEN`]-event stream.
+async fn w4(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let stream = account(0);
+    prepare(store, &stream, W4_STREAM_LEN, 0).await?;
+    let reads = events.div_ceil(W4_STREAM_LEN).max(1);
+    let mut latencies = Latencies::with_capacity(reads as usize);
+    let started = Instant::now();
+    for _ in 0..reads {
+        let read_started = Instant::now();
+        let read = store.read_stream(&stream, StreamRead::all()).await?;
+        latencies.record(read_started.elapsed());
+        check(read.len() as u64 == W4_STREAM_LEN, || {
+            format!(
+                "w4: read_stream returned {} events, {W4_STREAM_LEN} were written",
+                read.len()
+            )
+        })?;
+    }
+    Ok(Measured {
+        events: reads * W4_STREAM_LEN,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// w5: [`W5_PASSES`] paged forward passes over a prepared store of `events` events.
+async fn w5(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let batches = events.div_ceil(BATCH);
+    let per_stream = shares(batches, W5_STREAMS).filter(|b| *b > 0);
+    let mut remaining = events;
+    for (n, stream_batches) in per_stream.enumerate() {
+        let size = (stream_batches * BATCH).min(remaining);
+        prepare(store, &account(n as u64), size, remaining).await?;
+        remaining -= size;
+    }
+    let mut latencies = Latencies::default();
+    let mut read = 0;
+    let started = Instant::now();
+    for pass in 0..W5_PASSES {
+        let mut request = ReadAll::forward().limit(W5_PAGE);
+        let mut pass_read = 0;
+        loop {
+            let call_started = Instant::now();
+            let page = store.read_all(request.clone()).await?;
+            latencies.record(call_started.elapsed());
+            pass_read += page.events.len() as u64;
+            if page.end || page.events.is_empty() {
+                break;
+            }
+            request = request.cursor(page.next_cursor);
+        }
+        check(pass_read == events, || {
+            format!("w5: pass {pass} read {pass_read} events, {events} were written")
+        })?;
+        read += pass_read;
+    }
+    Ok(Measured {
+        events: read,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// w6: time from calling `append` to a live subscriber receiving the event.
+async fn w6(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    let stream = account(0);
+    let head = store.describe().await?.head_position;
+    let mut live = store.subscribe(Subscribe::after(head));
+    let expected = events as usize;
+    let subscriber = tokio::spawn({
+        let stream = stream.clone();
+        async move {
+            // received[v - 1]: when the event of version v arrived.
+            let mut received = Vec::with_capacity(expected);
+            while received.len() < expected {
+                match live.next().await {
+                    Some(Ok(event)) if event.stream == stream => {
+                        let at = Instant::now();
+                        check(event.version == received.len() as u64 + 1, || {
+                            format!("w6: subscriber got version {} out of order", event.version)
+                        })?;
+                        received.push(at);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return Err(err.into()),
+                    None => return Err("w6: the subscription ended early".into()),
+                }
+            }
+            BenchResult::Ok(received)
+        }
+    });
+    // Let the subscriber reach the live tail before the first append.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut sent = Vec::with_capacity(expected);
+    let started = Instant::now();
+    for version in 0..events {
+        let event = vec![deposit(version)];
+        sent.push(Instant::now());
+        store
+            .append_to_stream(&stream, ExpectedVersion::Exact(version), event)
+            .await?;
+        tokio::time::sleep(W6_PAUSE).await;
+    }
+    let received = tokio::time::timeout(W6_DRAIN_TIMEOUT, subscriber)
+        .await
+        .map_err(|_| "w6: the subscriber did not receive every event in time")???;
+    let elapsed = started.elapsed();
+
+    let mut latencies = Latencies::with_capacity(expected);
+    for (sent, received) in sent.iter().zip(&received) {
+        latencies.record(received.saturating_duration_since(*sent));
+    }
+    Ok(Measured {
+        events,
+        elapsed,
+        latencies,
+    })
+}
+
+/// Writes 4 KiB and syncs, in a loop: `syncs` times, or for [`FSYNC_DURATION`].
+fn fsync(dir: &Path, syncs: Option<u64>) -> BenchResult<Measured> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(dir.join("fsync-probe"))?;
+    let block = [0xA5u8; FSYNC_BLOCK];
+    let mut latencies = Latencies::default();
+    let mut done = 0;
+    let started = Instant::now();
+    while match syncs {
+        Some(n) => done < n,
+        None => started.elapsed() < FSYNC_DURATION,
+    } {
+        let sync_started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        latencies.record(sync_started.elapsed());
+        done += 1;
+    }
+    Ok(Measured {
+        events: done,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_about_two_hundred_bytes_of_json() {
+        for seq in [0, 7, 123_456, u64::MAX] {
+            let event = deposit(seq);
+            let text = event.payload.as_str().unwrap();
+            assert_eq!(text.len(), PAYLOAD_BYTES, "{text}");
+            serde_json::from_str::<serde_json::Value>(text).unwrap();
+        }
+    }
+
+    #[test]
+    fn shares_add_up_and_differ_by_at_most_one() {
+        let s: Vec<u64> = shares(10, 4).collect();
+        assert_eq!(s, vec![3, 3, 2, 2]);
+        assert_eq!(shares(40_000, 8).sum::<u64>(), 40_000);
+    }
+
+    #[tokio::test]
+    async fn every_store_workload_runs_small_on_memory() {
+        for workload in Workload::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let report = workload
+                .run(Backend::Memory, dir.path(), Some(250))
+                .await
+                .unwrap();
+            assert_eq!(report.workload, workload.name());
+            assert!(report.events > 0, "{report:?}");
+        }
+    }
+}

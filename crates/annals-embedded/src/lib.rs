@@ -1,0 +1,478 @@
+//! # annals-embedded
+//!
+//! The default Annals backend: an event store in one data directory, durable on disk,
+//! inside your process.
+//!
+//! ## Durability contract
+//! **When `append` (or any other write) returns `Ok`, its data has been written to the
+//! store's journal and `fdatasync`ed.** A crash of the process (`kill -9`) or of the
+//! machine after that point loses nothing that was acknowledged, and never leaves half
+//! of an append: every append is one atomic batch. Writes that have not returned may or
+//! may not be present after a crash, as a whole.
+//!
+//! Concurrent appends share fsyncs: one writer thread per store takes every request
+//! waiting in its queue and commits them in one durable transaction (group commit), then
+//! answers all of them. If an fsync fails, the store is *poisoned*: every later write
+//! fails with [`annals_core::Error::Poisoned`] until the store is reopened, because after
+//! a failed fsync the state of the disk is unknown.
+//!
+//! Readers and subscribers only ever see events that are durable: the head position is
+//! announced after the commit returns.
+//!
+//! ## Storage
+//! The storage engine sits behind a small internal seam (ordered tables with atomic
+//! durable batches). Today it is [fjall](https://docs.rs/fjall), an LSM tree with a
+//! write-ahead journal, chosen over redb after measuring both on this workload: fjall
+//! committed single events 4× faster (≈9,700/s vs ≈2,200/s) and batches of 100 about 5×
+//! faster (≈130–155k events/s vs ≈26–30k) on the same disk. Each event is stored twice —
+//! by position and by (stream, version) — so both a store-wide scan and a stream read are
+//! single range scans.
+//!
+//! ```
+//! use annals_core::{EventStore, ExpectedVersion, Json, ProposedEvent, StreamId, StreamRead};
+//! use annals_embedded::EmbeddedStore;
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = EmbeddedStore::open(dir.path())?;
+//! let stream = StreamId::new("acc-1").with_aggregate("account");
+//! store.append_to_stream(&stream, ExpectedVersion::NoStream,
+//!     vec![ProposedEvent::new("Opened", Json::from_raw(r#"{"owner":"ann"}"#))]).await?;
+//! store.close().await?;
+//!
+//! let reopened = EmbeddedStore::open(dir.path())?;
+//! let events = reopened.read_stream(&stream, StreamRead::all()).await?;
+//! assert_eq!(events[0].payload.as_str(), Some(r#"{"owner":"ann"}"#));
+//! # Ok::<(), annals_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod codec;
+mod engine;
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use annals_core::limits::{check_name, check_text};
+use annals_core::memory::{check_stream, check_stream_read};
+use annals_core::subscription::{subscription, PageReader, CLOSED};
+use annals_core::{
+    AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, KeyedSnapshot,
+    ListStreams, NewStreamSnapshot, Position, ReadAll, ReadAllPage, RecordedEvent, Result, Secret,
+    SecretQuery, StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot,
+    Subscribe, Version,
+};
+use async_trait::async_trait;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::{Engine, FjallEngine, FjallTuning, Table};
+use crate::writer::{Command, Counters, Writer};
+
+/// Options of an embedded store.
+///
+/// ```
+/// let options = annals_embedded::EmbeddedOptions::default();
+/// assert_eq!(options.cache_bytes, 256 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedOptions {
+    /// Block cache size in bytes (reads of recent data come from it).
+    pub cache_bytes: u64,
+    /// Journal size after which in-memory tables are flushed; bounds recovery time.
+    /// Values below 64 MiB are raised to 64 MiB.
+    pub max_journal_bytes: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            cache_bytes: 256 * 1024 * 1024,
+            max_journal_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// State shared by the handles, the readers and the writer thread.
+pub(crate) struct Shared {
+    /// `None` once closed: dropping the last reference releases the directory lock.
+    engine: RwLock<Option<Arc<dyn Engine>>>,
+    dir: PathBuf,
+    head: watch::Sender<Position>,
+    published: AtomicU64,
+    counters: RwLock<Counters>,
+    dispatch: RwLock<read::DispatchState>,
+    closed: AtomicBool,
+    poisoned: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn publish(&self, counters: &Counters) {
+        if let Ok(mut c) = self.counters.write() {
+            *c = counters.clone();
+        }
+        self.published.store(counters.head, Ordering::Release);
+        self.head.send_if_modified(|h| {
+            let changed = *h != counters.head;
+            *h = counters.head;
+            changed
+        });
+    }
+
+    fn set_dispatch(&self, state: read::DispatchState) {
+        if let Ok(mut d) = self.dispatch.write() {
+            *d = state;
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn set_poisoned(&self, reason: String) {
+        if let Ok(mut p) = self.poisoned.lock() {
+            p.get_or_insert(reason);
+        }
+    }
+
+    fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.head.send_replace(CLOSED);
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn engine(&self) -> Result<Arc<dyn Engine>> {
+        self.engine
+            .read()
+            .map_err(|_| lock_error())?
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    fn take_engine(&self) -> Option<Arc<dyn Engine>> {
+        self.engine.write().ok().and_then(|mut e| e.take())
+    }
+
+    fn head(&self) -> Position {
+        self.published.load(Ordering::Acquire)
+    }
+
+    fn dispatch(&self) -> read::DispatchState {
+        self.dispatch.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    fn read_all(&self, read: &ReadAll) -> Result<ReadAllPage> {
+        let engine = self.engine()?;
+        let head = self.head();
+        let dispatch = self.dispatch.read().map_err(|_| lock_error())?;
+        read::read_all(&*engine, head, &dispatch, read)
+    }
+}
+
+fn lock_error() -> Error {
+    Error::backend(
+        "embedded",
+        std::io::Error::other("a thread panicked while holding the dispatch state lock"),
+    )
+}
+
+/// An embedded, durable event store in one data directory. Cheap to clone: clones share
+/// the store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EmbeddedStore {
+    /// Opens the store in `dir`, creating the directory and the store if needed.
+    /// A directory can be open in one process at a time.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = annals_embedded::EmbeddedStore::open(dir.path()).unwrap();
+    /// assert_eq!(store.path(), dir.path());
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    /// Opens the store with explicit options.
+    ///
+    /// ```
+    /// use annals_embedded::{EmbeddedOptions, EmbeddedStore};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let options = EmbeddedOptions { cache_bytes: 8 << 20, ..EmbeddedOptions::default() };
+    /// let _store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    /// ```
+    pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::backend(
+                "embedded",
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())),
+            )
+        })?;
+        let engine = FjallEngine::open(
+            dir,
+            FjallTuning {
+                cache_bytes: options.cache_bytes,
+                max_journal_bytes: options.max_journal_bytes,
+            },
+        )?;
+        let (counters, dispatch) = writer::recover(&engine)?;
+        let engine: Arc<dyn Engine> = Arc::new(engine);
+        let shared = Arc::new(Shared {
+            engine: RwLock::new(Some(engine.clone())),
+            dir: dir.to_path_buf(),
+            head: watch::Sender::new(counters.head),
+            published: AtomicU64::new(counters.head),
+            counters: RwLock::new(counters.clone()),
+            dispatch: RwLock::new(dispatch.clone()),
+            closed: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let writer = Writer::new(shared.clone(), engine, counters, dispatch);
+        std::thread::Builder::new()
+            .name("annals-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| Error::backend("embedded", e))?;
+        Ok(EmbeddedStore { shared, commands })
+    }
+
+    /// The store's data directory.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = annals_embedded::EmbeddedStore::open(dir.path()).unwrap();
+    /// assert!(store.path().exists());
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        self.shared.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.shared.check_open()?;
+        match self.shared.poisoned() {
+            Some(reason) => Err(Error::Poisoned { reason }),
+            None => Ok(()),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.shared.check_open()?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| Error::backend("embedded", e))?
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            dense_positions: true,
+            atomic_multi_stream: true,
+            durable: true,
+        }
+    }
+
+    async fn describe(&self) -> Result<StoreDescription> {
+        self.shared.check_open()?;
+        let c = self
+            .shared
+            .counters
+            .read()
+            .map(|c| c.clone())
+            .map_err(|_| lock_error())?;
+        Ok(StoreDescription {
+            event_count: c.head,
+            stream_count: c.stream_count,
+            head_position: c.head,
+            last_event_timestamp: c.last_timestamp,
+            frozen: c.frozen,
+            secret_count: c.secret_next,
+            set_secret_count: c.secret_next - c.secrets_deleted,
+            deleted_secret_count: c.secrets_deleted,
+            bytes_on_disk: self.shared.engine()?.disk_space(),
+        })
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        self.shared.check_open()?;
+        self.send(|reply| Command::Append(request, reply)).await
+    }
+
+    async fn read_stream(&self, stream: &StreamId, read: StreamRead) -> Result<Vec<RecordedEvent>> {
+        check_stream_read(stream, &read)?;
+        let stream = stream.clone();
+        self.blocking(move |s| {
+            let dispatch = s.dispatch();
+            read::read_stream(&*s.engine()?, s.head(), &dispatch, &stream, &read)
+        })
+        .await
+    }
+
+    async fn read_all(&self, read: ReadAll) -> Result<ReadAllPage> {
+        self.blocking(move |s| s.read_all(&read)).await
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        check_stream(stream)?;
+        read::stream_info(&*self.shared.engine()?, stream)
+    }
+
+    async fn list_streams(&self, query: ListStreams) -> Result<StreamPage> {
+        self.blocking(move |s| read::list_streams(&*s.engine()?, &query))
+            .await
+    }
+
+    async fn freeze(&self) -> Result<()> {
+        self.check_writable()?;
+        self.send(|reply| Command::Freeze(true, reply)).await
+    }
+
+    async fn unfreeze(&self) -> Result<()> {
+        self.check_writable()?;
+        self.send(|reply| Command::Freeze(false, reply)).await
+    }
+
+    async fn save_snapshot(&self, key: &str, content: &str) -> Result<()> {
+        check_name("key", key, true)?;
+        check_text("content", content)?;
+        let (key, content) = (key.to_owned(), content.to_owned());
+        self.send(|reply| Command::SaveSnapshot(key, content, reply))
+            .await
+    }
+
+    async fn load_snapshot(&self, key: &str) -> Result<Option<KeyedSnapshot>> {
+        check_name("key", key, true)?;
+        match self
+            .shared
+            .engine()?
+            .get(Table::Snapshots, key.as_bytes())?
+        {
+            None => Ok(None),
+            Some(value) => {
+                let (timestamp, content) = codec::decode_keyed_snapshot(&value)?;
+                Ok(Some(KeyedSnapshot {
+                    key: key.to_owned(),
+                    content,
+                    timestamp,
+                }))
+            }
+        }
+    }
+
+    async fn drop_snapshot(&self, key: &str) -> Result<bool> {
+        check_name("key", key, true)?;
+        let key = key.to_owned();
+        self.send(|reply| Command::DropSnapshot(key, reply)).await
+    }
+
+    async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+        let snapshot = writer::snapshot_command(snapshot)?;
+        self.send(|reply| Command::SaveStreamSnapshot(snapshot, reply))
+            .await
+    }
+
+    async fn latest_stream_snapshot(
+        &self,
+        stream: &StreamId,
+        max_version: Option<Version>,
+    ) -> Result<Option<StreamSnapshot>> {
+        check_stream(stream)?;
+        let stream = stream.clone();
+        self.blocking(move |s| read::latest_stream_snapshot(&*s.engine()?, &stream, max_version))
+            .await
+    }
+
+    async fn prune_stream_snapshots(&self, stream: &StreamId, keep: usize) -> Result<u64> {
+        check_stream(stream)?;
+        let stream = stream.clone();
+        self.send(|reply| Command::PruneStreamSnapshots(stream, keep, reply))
+            .await
+    }
+
+    async fn set_secret(&self, id: &str, secret: &str) -> Result<Secret> {
+        check_name("id", id, true)?;
+        check_text("secret", secret)?;
+        let (id, secret) = (id.to_owned(), secret.to_owned());
+        self.send(|reply| Command::SetSecret(id, secret, reply))
+            .await
+    }
+
+    async fn get_secret(&self, id: &str) -> Result<Option<Secret>> {
+        check_name("id", id, true)?;
+        read::get_secret(&*self.shared.engine()?, id)
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<()> {
+        check_name("id", id, true)?;
+        let id = id.to_owned();
+        self.send(|reply| Command::DeleteSecret(id, reply)).await
+    }
+
+    async fn list_secrets(&self, query: SecretQuery) -> Result<Vec<Secret>> {
+        self.blocking(move |s| read::list_secrets(&*s.engine()?, &query))
+            .await
+    }
+
+    async fn mark_dispatched(&self, event_id: &str) -> Result<()> {
+        check_name("event_id", event_id, true)?;
+        let id = event_id.to_owned();
+        self.send(|reply| Command::MarkDispatched(id, reply)).await
+    }
+
+    fn subscribe(&self, request: Subscribe) -> EventStream {
+        let shared = self.shared.clone();
+        let reader: PageReader = Arc::new(move |read| {
+            let shared = shared.clone();
+            async move {
+                tokio::task::spawn_blocking(move || shared.read_all(&read))
+                    .await
+                    .map_err(|e| Error::backend("embedded", e))?
+            }
+            .boxed()
+        });
+        subscription(reader, self.shared.head.subscribe(), request)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.send(|reply| Command::Close {
+            clear: false,
+            reply,
+        })
+        .await
+    }
+
+    async fn drop_store(&self) -> Result<()> {
+        self.send(|reply| Command::Close { clear: true, reply })
+            .await
+    }
+}

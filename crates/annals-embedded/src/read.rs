@@ -1,0 +1,264 @@
+//! Reads: every read sees only what the writer has made durable and published.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use annals_core::scan::PageCollector;
+use annals_core::{
+    Direction, EventFilter, ListStreams, Position, ReadAll, ReadAllPage, RecordedEvent, Result,
+    Secret, SecretQuery, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Version,
+};
+
+use crate::codec;
+use crate::engine::{Engine, Table};
+
+/// Which events are dispatched: every position up to `watermark`, plus `above`.
+#[derive(Debug, Default, Clone)]
+pub struct DispatchState {
+    /// Every position ≤ watermark is dispatched.
+    pub watermark: Position,
+    /// Dispatched positions above the watermark.
+    pub above: BTreeSet<Position>,
+}
+
+impl DispatchState {
+    /// Whether the event at `position` is dispatched.
+    pub fn is_dispatched(&self, position: Position) -> bool {
+        position <= self.watermark || self.above.contains(&position)
+    }
+}
+
+fn decode(
+    bytes: &bytes::Bytes,
+    table: &'static str,
+    dispatch: &DispatchState,
+) -> Result<RecordedEvent> {
+    let mut e = codec::decode_event(bytes, table)?;
+    e.dispatched = dispatch.is_dispatched(e.position);
+    Ok(e)
+}
+
+/// The single stream a filter selects exactly, if it selects exactly one.
+fn single_stream(filter: &EventFilter) -> Option<StreamId> {
+    match (
+        &filter.context,
+        &filter.aggregate,
+        filter.aggregate_ids.as_slice(),
+    ) {
+        (Some(c), Some(a), [id]) => Some(StreamId {
+            context: c.clone(),
+            aggregate: a.clone(),
+            id: id.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// A page of `read_all` over positions `..= head`.
+pub fn read_all(
+    engine: &dyn Engine,
+    head: Position,
+    dispatch: &DispatchState,
+    read: &ReadAll,
+) -> Result<ReadAllPage> {
+    let mut page = PageCollector::new(read, head)?;
+    let start = page.start();
+    let backward = read.direction == Direction::Backward;
+    if let Some(stream) = single_stream(&read.filter) {
+        // One stream: walk its covering index instead of the whole log.
+        let key = codec::stream_key(&stream);
+        let from = codec::stream_version_key(&key, 0);
+        let to = codec::stream_version_key(&key, Version::MAX);
+        for item in engine.range(
+            Table::StreamEvents,
+            Bound::Included(from),
+            Bound::Included(to),
+            backward,
+        ) {
+            let (_, value) = item?;
+            let event = decode(&value, "stream_events", dispatch)?;
+            let in_range = if backward {
+                event.position < start
+            } else {
+                event.position > start
+            };
+            if !in_range || event.position > head {
+                continue;
+            }
+            if !page.offer(event) {
+                break;
+            }
+        }
+        return Ok(page.finish(true));
+    }
+    let (from, to) = if backward {
+        (Bound::Included(1u64), Bound::Excluded(start.min(head + 1)))
+    } else {
+        (Bound::Excluded(start), Bound::Included(head))
+    };
+    if start >= head && !backward {
+        return Ok(page.finish(true));
+    }
+    let from = from.map(|p| codec::position_key(p).to_vec());
+    let to = to.map(|p| codec::position_key(p).to_vec());
+    for item in engine.range(Table::Events, from, to, backward) {
+        let (_, value) = item?;
+        if !page.offer(decode(&value, "events", dispatch)?) {
+            break;
+        }
+    }
+    Ok(page.finish(true))
+}
+
+/// Events of one stream by version.
+pub fn read_stream(
+    engine: &dyn Engine,
+    head: Position,
+    dispatch: &DispatchState,
+    stream: &StreamId,
+    read: &StreamRead,
+) -> Result<Vec<RecordedEvent>> {
+    let key = codec::stream_key(stream);
+    let from = codec::stream_version_key(&key, read.from_version);
+    let to = codec::stream_version_key(&key, read.to_version.unwrap_or(Version::MAX));
+    let limit = read.limit.unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    for item in engine.range(
+        Table::StreamEvents,
+        Bound::Included(from),
+        Bound::Included(to),
+        read.direction == Direction::Backward,
+    ) {
+        if out.len() as u64 >= limit {
+            break;
+        }
+        let (_, value) = item?;
+        let event = decode(&value, "stream_events", dispatch)?;
+        if event.position <= head {
+            out.push(event);
+        }
+    }
+    Ok(out)
+}
+
+/// A stream's info.
+pub fn stream_info(engine: &dyn Engine, stream: &StreamId) -> Result<Option<StreamInfo>> {
+    engine
+        .get(Table::Streams, &codec::stream_key(stream))?
+        .map(|v| codec::decode_stream_info(stream.clone(), &v))
+        .transpose()
+}
+
+/// Streams ordered by first event.
+pub fn list_streams(engine: &dyn Engine, query: &ListStreams) -> Result<StreamPage> {
+    let (from, to) = match query.page_token {
+        None => (Bound::Unbounded, Bound::Unbounded),
+        Some(t) => {
+            let key = codec::time_key(t.first_timestamp, t.first_position).to_vec();
+            if query.reverse {
+                (Bound::Unbounded, Bound::Excluded(key))
+            } else {
+                (Bound::Excluded(key), Bound::Unbounded)
+            }
+        }
+    };
+    let mut selected = Vec::new();
+    let limit = query.limit.unwrap_or(u64::MAX);
+    for item in engine.range(Table::StreamsByTime, from, to, query.reverse) {
+        let (_, stream_key) = item?;
+        let stream = codec::decode_stream_key(&stream_key)?;
+        let Some(value) = engine.get(Table::Streams, &stream_key)? else {
+            continue;
+        };
+        let info = codec::decode_stream_info(stream, &value)?;
+        if query.matches(&info) {
+            selected.push(info);
+            if selected.len() as u64 > limit {
+                break;
+            }
+        }
+    }
+    let mut paging = query.clone();
+    paging.page_token = None;
+    Ok(annals_core::memory::page_streams(
+        selected.into_iter(),
+        &paging,
+    ))
+}
+
+/// The latest stream snapshot at or below `max_version`.
+pub fn latest_stream_snapshot(
+    engine: &dyn Engine,
+    stream: &StreamId,
+    max_version: Option<Version>,
+) -> Result<Option<StreamSnapshot>> {
+    let key = codec::stream_key(stream);
+    let from = codec::stream_version_key(&key, 0);
+    let mut to = codec::stream_version_key(&key, max_version.unwrap_or(Version::MAX));
+    to.extend_from_slice(&u64::MAX.to_be_bytes());
+    let mut iter = engine.range(
+        Table::StreamSnapshots,
+        Bound::Included(from),
+        Bound::Included(to),
+        true,
+    );
+    match iter.next() {
+        None => Ok(None),
+        Some(item) => {
+            let (k, v) = item?;
+            let version = codec::read_u64(&k[key.len()..], "stream_snapshots")?;
+            codec::decode_stream_snapshot(stream.clone(), version, &v).map(Some)
+        }
+    }
+}
+
+/// A secret by id.
+pub fn get_secret(engine: &dyn Engine, id: &str) -> Result<Option<Secret>> {
+    let Some(idx) = engine.get(Table::SecretIds, id.as_bytes())? else {
+        return Ok(None);
+    };
+    let idx = codec::read_u64(&idx, "secret_ids")?;
+    secret_at(engine, idx)
+}
+
+/// The secret with index `idx`.
+pub fn secret_at(engine: &dyn Engine, idx: u64) -> Result<Option<Secret>> {
+    let Some(value) = engine.get(Table::Secrets, &idx.to_be_bytes())? else {
+        return Ok(None);
+    };
+    let (id, secret) = codec::decode_secret(&value)?;
+    Ok(Some(Secret { idx, id, secret }))
+}
+
+/// Secrets by index.
+pub fn list_secrets(engine: &dyn Engine, query: &SecretQuery) -> Result<Vec<Secret>> {
+    let mut out = Vec::new();
+    let mut skip = query.skip;
+    let limit = query.limit.unwrap_or(u64::MAX);
+    if limit == 0 {
+        return Ok(out);
+    }
+    for item in engine.range(
+        Table::Secrets,
+        Bound::Included(query.from_idx.to_be_bytes().to_vec()),
+        Bound::Unbounded,
+        false,
+    ) {
+        let (k, v) = item?;
+        let idx = codec::read_u64(&k, "secrets")?;
+        let (id, secret) = codec::decode_secret(&v)?;
+        let s = Secret { idx, id, secret };
+        if !annals_core::memory::secret_matches(query, &s) {
+            continue;
+        }
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        out.push(s);
+        if out.len() as u64 >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,681 @@
+//! The single writer of a store: group commit.
+//!
+//! Every write goes through one thread. It takes every append request waiting in its
+//! queue, plans each against the committed state plus the requests before it in the same
+//! group, writes the whole group in ONE durable transaction (one fsync), and only then
+//! answers the callers and announces the new head to readers and subscribers. Other
+//! writes (freeze, secrets, snapshots, dispatch marks) are rare and commit on their own.
+//! If a durable commit fails, the store is poisoned: every later write is refused with
+//! [`Error::Poisoned`] until the store is reopened, because the state on disk is unknown.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use annals_core::append::{self, AppendCursor, AppendPlan, AppendState};
+use annals_core::{
+    AppendRequest, AppendResult, Error, NewStreamSnapshot, Position, RecordedEvent, Result, Secret,
+    StreamId, StreamInfo, StreamSnapshot, Timestamp, Version,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::engine::{Engine, Table, Write};
+use crate::read;
+use crate::Shared;
+
+/// Bounds the writer's stream-version cache; past it the cache starts over.
+const STREAM_CACHE_LIMIT: usize = 1 << 20;
+/// Most append requests in one group commit.
+const MAX_GROUP: usize = 1024;
+
+pub(crate) const META_FROZEN: &[u8] = b"frozen";
+pub(crate) const META_STREAM_COUNT: &[u8] = b"stream_count";
+pub(crate) const META_SECRETS_DELETED: &[u8] = b"secrets_deleted";
+pub(crate) const META_SNAPSHOT_SEQ: &[u8] = b"snapshot_seq";
+pub(crate) const META_DISPATCH_WATERMARK: &[u8] = b"dispatch_watermark";
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A request to the writer.
+pub(crate) enum Command {
+    Append(AppendRequest, Reply<AppendResult>),
+    Freeze(bool, Reply<()>),
+    SaveSnapshot(String, String, Reply<()>),
+    DropSnapshot(String, Reply<bool>),
+    SaveStreamSnapshot(StreamSnapshot, Reply<StreamSnapshot>),
+    PruneStreamSnapshots(StreamId, usize, Reply<u64>),
+    SetSecret(String, String, Reply<Secret>),
+    DeleteSecret(String, Reply<()>),
+    MarkDispatched(String, Reply<()>),
+    Close { clear: bool, reply: Reply<()> },
+}
+
+impl Command {
+    fn fail(self, err: Error) {
+        // A caller that stopped waiting is not an error of the writer.
+        match self {
+            Command::Append(_, r) => drop(r.send(Err(err))),
+            Command::Freeze(_, r) => drop(r.send(Err(err))),
+            Command::SaveSnapshot(_, _, r) => drop(r.send(Err(err))),
+            Command::DropSnapshot(_, r) => drop(r.send(Err(err))),
+            Command::SaveStreamSnapshot(_, r) => drop(r.send(Err(err))),
+            Command::PruneStreamSnapshots(_, _, r) => drop(r.send(Err(err))),
+            Command::SetSecret(_, _, r) => drop(r.send(Err(err))),
+            Command::DeleteSecret(_, r) => drop(r.send(Err(err))),
+            Command::MarkDispatched(_, r) => drop(r.send(Err(err))),
+            Command::Close { reply, .. } => drop(reply.send(Err(err))),
+        }
+    }
+}
+
+/// Committed store-level state, owned by the writer and published to readers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counters {
+    pub head: Position,
+    pub last_timestamp: Option<Timestamp>,
+    pub frozen: bool,
+    pub stream_count: u64,
+    pub secret_next: u64,
+    pub secrets_deleted: u64,
+    pub snapshot_seq: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    engine: Arc<dyn Engine>,
+    counters: Counters,
+    dispatch: read::DispatchState,
+    streams: HashMap<StreamId, StreamInfo>,
+}
+
+/// The appends of the group being built.
+#[derive(Default)]
+struct Group {
+    writes: Vec<Write>,
+    replies: Vec<(Reply<AppendResult>, Result<AppendResult>)>,
+    /// Streams changed by the group, with whether they are new.
+    streams: HashMap<StreamId, (StreamInfo, bool)>,
+    /// Event ids written by the group: (reply index, event index).
+    ids: HashMap<String, (usize, usize)>,
+    counters: Counters,
+}
+
+struct GroupView<'a> {
+    writer: &'a mut Writer,
+    group: &'a Group,
+}
+
+impl AppendState for GroupView<'_> {
+    fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
+        if let Some((info, _)) = self.group.streams.get(stream) {
+            return Ok(info.version);
+        }
+        Ok(self.writer.stream(stream)?.map_or(0, |i| i.version))
+    }
+
+    fn event_by_id(&mut self, id: &str) -> Result<Option<RecordedEvent>> {
+        if let Some((r, e)) = self.group.ids.get(id) {
+            if let Ok(result) = &self.group.replies[*r].1 {
+                return Ok(result.events.get(*e).cloned());
+            }
+        }
+        let engine = self.writer.engine.as_ref();
+        let Some(pos) = engine.get(Table::EventIds, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let pos = codec::read_u64(&pos, "event_ids")?;
+        let Some(value) = engine.get(Table::Events, &codec::position_key(pos))? else {
+            return Err(Error::Corrupted {
+                location: "embedded table event_ids".into(),
+                detail: format!("event id {id:?} points at missing position {pos}"),
+            });
+        };
+        let mut event = codec::decode_event(&value, "events")?;
+        event.dispatched = self.writer.dispatch.is_dispatched(pos);
+        Ok(Some(event))
+    }
+}
+
+fn u64_value(v: u64) -> Option<Vec<u8>> {
+    Some(v.to_be_bytes().to_vec())
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        engine: Arc<dyn Engine>,
+        counters: Counters,
+        dispatch: read::DispatchState,
+    ) -> Self {
+        Writer {
+            shared,
+            engine,
+            counters,
+            dispatch,
+            streams: HashMap::new(),
+        }
+    }
+
+    fn stream(&mut self, stream: &StreamId) -> Result<Option<StreamInfo>> {
+        if let Some(info) = self.streams.get(stream) {
+            return Ok(Some(info.clone()));
+        }
+        let info = read::stream_info(self.engine.as_ref(), stream)?;
+        if let Some(info) = &info {
+            // The cache is trimmed between groups only (see commit_group), so a stream
+            // loaded while planning stays cached until its group is built.
+            self.streams.insert(stream.clone(), info.clone());
+        }
+        Ok(info)
+    }
+
+    /// Runs until the store closes or every handle is gone.
+    pub(crate) fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut queue = Vec::new();
+        while let Some(first) = commands.blocking_recv() {
+            queue.push(first);
+            while queue.len() < MAX_GROUP {
+                match commands.try_recv() {
+                    Ok(c) => queue.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut group = Group {
+                counters: self.counters.clone(),
+                ..Group::default()
+            };
+            let mut closing = None;
+            for command in queue.drain(..) {
+                if closing.is_some() {
+                    command.fail(Error::Closed);
+                    continue;
+                }
+                match command {
+                    Command::Append(request, reply) => self.plan(&mut group, request, reply),
+                    Command::Close { clear, reply } => {
+                        self.commit_group(std::mem::take(&mut group));
+                        closing = Some((reply, self.close(clear)));
+                    }
+                    other => {
+                        self.commit_group(std::mem::take(&mut group));
+                        group.counters = self.counters.clone();
+                        self.single(other);
+                    }
+                }
+            }
+            if let Some((reply, result)) = closing {
+                commands.close();
+                while let Ok(c) = commands.try_recv() {
+                    c.fail(Error::Closed);
+                }
+                // Release the engine before answering, so the caller can reopen the
+                // directory as soon as `close` returns.
+                drop(self);
+                let _ = reply.send(result);
+                return;
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn poisoned(&self) -> Option<Error> {
+        self.shared
+            .poisoned()
+            .map(|reason| Error::Poisoned { reason })
+    }
+
+    fn plan(&mut self, group: &mut Group, request: AppendRequest, reply: Reply<AppendResult>) {
+        if let Some(err) = self.poisoned() {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        if let Err(e) = append::validate(&request) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let at = AppendCursor {
+            head_position: group.counters.head,
+            last_timestamp: group
+                .counters
+                .last_timestamp
+                .unwrap_or(Timestamp::from_millis(i64::MIN)),
+            frozen: group.counters.frozen,
+        };
+        let planned = {
+            let mut view = GroupView {
+                writer: self,
+                group,
+            };
+            append::plan(&mut view, at, request, Timestamp::now())
+        };
+        let result = match planned {
+            Err(e) => Err(e),
+            Ok(AppendPlan::Retry { events }) => Ok(AppendResult {
+                commit_id: events
+                    .first()
+                    .map(|e| e.commit_id.clone())
+                    .unwrap_or_default(),
+                events,
+                head_position: group.counters.head,
+                retried: true,
+            }),
+            Ok(AppendPlan::Write { commit_id, events }) => {
+                let reply_index = group.replies.len();
+                for (i, e) in events.iter().enumerate() {
+                    let record = codec::encode_event(e);
+                    let sk = codec::stream_key(&e.stream);
+                    group.writes.push((
+                        Table::StreamEvents,
+                        codec::stream_version_key(&sk, e.version),
+                        Some(record.clone()),
+                    ));
+                    group.writes.push((
+                        Table::Events,
+                        codec::position_key(e.position).to_vec(),
+                        Some(record),
+                    ));
+                    group.writes.push((
+                        Table::EventIds,
+                        e.id.as_bytes().to_vec(),
+                        u64_value(e.position),
+                    ));
+                    group.ids.insert(e.id.clone(), (reply_index, i));
+                    let known = match group.streams.get(&e.stream) {
+                        Some((info, _)) => Some(info.clone()),
+                        None => self.streams.get(&e.stream).cloned(),
+                    };
+                    let entry = match known {
+                        Some(mut info) => {
+                            info.version = e.version;
+                            info.last_position = e.position;
+                            let is_new = group
+                                .streams
+                                .get(&e.stream)
+                                .is_some_and(|(_, is_new)| *is_new);
+                            (info, is_new)
+                        }
+                        None => (
+                            StreamInfo {
+                                stream: e.stream.clone(),
+                                version: e.version,
+                                first_timestamp: e.timestamp,
+                                first_position: e.position,
+                                last_position: e.position,
+                            },
+                            true,
+                        ),
+                    };
+                    group.streams.insert(e.stream.clone(), entry);
+                    group.counters.head = e.position;
+                    group.counters.last_timestamp = Some(e.timestamp);
+                }
+                Ok(AppendResult {
+                    commit_id,
+                    events,
+                    head_position: group.counters.head,
+                    retried: false,
+                })
+            }
+        };
+        group.replies.push((reply, result));
+    }
+
+    fn commit_group(&mut self, mut group: Group) {
+        if group.writes.is_empty() {
+            for (reply, result) in group.replies {
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        let mut new_streams = 0;
+        for (stream, (info, is_new)) in &group.streams {
+            let sk = codec::stream_key(stream);
+            if *is_new {
+                new_streams += 1;
+                group.writes.push((
+                    Table::StreamsByTime,
+                    codec::time_key(info.first_timestamp, info.first_position).to_vec(),
+                    Some(sk.clone()),
+                ));
+            }
+            group.writes.push((
+                Table::Streams,
+                sk,
+                Some(codec::encode_stream_info(info).to_vec()),
+            ));
+        }
+        if new_streams > 0 {
+            group.counters.stream_count += new_streams;
+            group.writes.push((
+                Table::Meta,
+                META_STREAM_COUNT.to_vec(),
+                u64_value(group.counters.stream_count),
+            ));
+        }
+        match self.engine.commit_durable(group.writes) {
+            Ok(()) => {
+                if self.streams.len() + group.streams.len() > STREAM_CACHE_LIMIT {
+                    self.streams.clear();
+                }
+                for (stream, (info, _)) in group.streams {
+                    self.streams.insert(stream, info);
+                }
+                self.counters = group.counters;
+                self.shared.publish(&self.counters);
+                for (reply, result) in group.replies {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                let err = self.poison(e);
+                for (reply, result) in group.replies {
+                    let _ = reply.send(result.and(Err(err.clone())));
+                }
+            }
+        }
+    }
+
+    fn poison(&mut self, cause: Error) -> Error {
+        let reason = cause.to_string();
+        tracing::error!(%reason, "durable commit failed; the store refuses writes until reopened");
+        self.shared.set_poisoned(reason.clone());
+        Error::Poisoned { reason }
+    }
+
+    /// Commits `writes` durably and, on success, makes `counters` the committed state.
+    fn commit(&mut self, writes: Vec<Write>, counters: Counters) -> Result<()> {
+        if let Some(err) = self.poisoned() {
+            return Err(err);
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        match self.engine.commit_durable(writes) {
+            Ok(()) => {
+                self.counters = counters;
+                self.shared.publish(&self.counters);
+                Ok(())
+            }
+            Err(e) => Err(self.poison(e)),
+        }
+    }
+
+    fn single(&mut self, command: Command) {
+        if let Some(err) = self.poisoned() {
+            command.fail(err);
+            return;
+        }
+        match command {
+            Command::Freeze(freeze, reply) => {
+                let _ = reply.send(self.freeze(freeze));
+            }
+            Command::SaveSnapshot(key, content, reply) => {
+                let value = codec::encode_keyed_snapshot(Timestamp::now(), &content);
+                let writes = vec![(Table::Snapshots, key.into_bytes(), Some(value))];
+                let _ = reply.send(self.commit(writes, self.counters.clone()));
+            }
+            Command::DropSnapshot(key, reply) => {
+                let result = self
+                    .engine
+                    .get(Table::Snapshots, key.as_bytes())
+                    .and_then(|found| match found {
+                        None => Ok(false),
+                        Some(_) => self
+                            .commit(
+                                vec![(Table::Snapshots, key.into_bytes(), None)],
+                                self.counters.clone(),
+                            )
+                            .map(|()| true),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::SaveStreamSnapshot(snapshot, reply) => {
+                let mut counters = self.counters.clone();
+                counters.snapshot_seq += 1;
+                let mut key = codec::stream_version_key(
+                    &codec::stream_key(&snapshot.stream),
+                    snapshot.stream_version,
+                );
+                key.extend_from_slice(&counters.snapshot_seq.to_be_bytes());
+                let writes = vec![
+                    (
+                        Table::StreamSnapshots,
+                        key,
+                        Some(codec::encode_stream_snapshot(&snapshot)),
+                    ),
+                    (
+                        Table::Meta,
+                        META_SNAPSHOT_SEQ.to_vec(),
+                        u64_value(counters.snapshot_seq),
+                    ),
+                ];
+                let _ = reply.send(self.commit(writes, counters).map(|()| snapshot));
+            }
+            Command::PruneStreamSnapshots(stream, keep, reply) => {
+                let _ = reply.send(self.prune(&stream, keep));
+            }
+            Command::SetSecret(id, secret, reply) => {
+                let _ = reply.send(self.set_secret(id, secret));
+            }
+            Command::DeleteSecret(id, reply) => {
+                let _ = reply.send(self.delete_secret(&id));
+            }
+            Command::MarkDispatched(id, reply) => {
+                let _ = reply.send(self.mark_dispatched(&id));
+            }
+            // Appends and close are handled by `run`.
+            Command::Append(_, reply) => {
+                let _ = reply.send(Err(Error::Closed));
+            }
+            Command::Close { reply, .. } => {
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+    }
+
+    fn freeze(&mut self, freeze: bool) -> Result<()> {
+        match (freeze, self.counters.frozen) {
+            (true, true) => return Err(Error::AlreadyFrozen),
+            (false, false) => return Err(Error::NotFrozen),
+            _ => {}
+        }
+        let mut counters = self.counters.clone();
+        counters.frozen = freeze;
+        let writes = vec![(
+            Table::Meta,
+            META_FROZEN.to_vec(),
+            Some(vec![u8::from(freeze)]),
+        )];
+        self.commit(writes, counters)
+    }
+
+    fn prune(&mut self, stream: &StreamId, keep: usize) -> Result<u64> {
+        let prefix = codec::stream_key(stream);
+        let from = codec::stream_version_key(&prefix, 0);
+        let mut to = codec::stream_version_key(&prefix, Version::MAX);
+        to.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut keys = Vec::new();
+        for item in self.engine.range(
+            Table::StreamSnapshots,
+            std::ops::Bound::Included(from),
+            std::ops::Bound::Included(to),
+            false,
+        ) {
+            let (k, _) = item?;
+            let seq = codec::read_u64(&k[k.len() - 8..], "stream_snapshots")?;
+            keys.push((seq, k.to_vec()));
+        }
+        // Newest saves first; everything past `keep` goes.
+        keys.sort_by_key(|k| std::cmp::Reverse(k.0));
+        let doomed: Vec<Write> = keys
+            .into_iter()
+            .skip(keep)
+            .map(|(_, k)| (Table::StreamSnapshots, k, None))
+            .collect();
+        let deleted = doomed.len() as u64;
+        self.commit(doomed, self.counters.clone())?;
+        Ok(deleted)
+    }
+
+    fn set_secret(&mut self, id: String, secret: String) -> Result<Secret> {
+        if self.counters.frozen {
+            return Err(Error::Frozen);
+        }
+        if self.engine.get(Table::SecretIds, id.as_bytes())?.is_some() {
+            return Err(Error::SecretAlreadyExists { id });
+        }
+        let mut counters = self.counters.clone();
+        let idx = counters.secret_next;
+        counters.secret_next += 1;
+        let writes = vec![
+            (
+                Table::Secrets,
+                idx.to_be_bytes().to_vec(),
+                Some(codec::encode_secret(&id, Some(&secret))),
+            ),
+            (Table::SecretIds, id.as_bytes().to_vec(), u64_value(idx)),
+        ];
+        self.commit(writes, counters)?;
+        Ok(Secret {
+            idx,
+            id,
+            secret: Some(secret),
+        })
+    }
+
+    fn delete_secret(&mut self, id: &str) -> Result<()> {
+        if self.counters.frozen {
+            return Err(Error::Frozen);
+        }
+        let engine = self.engine.as_ref();
+        let existing = read::get_secret(engine, id)?;
+        let Some(Secret {
+            idx,
+            secret: Some(_),
+            ..
+        }) = existing
+        else {
+            return Err(Error::not_found("secret", id));
+        };
+        let mut counters = self.counters.clone();
+        counters.secrets_deleted += 1;
+        let writes = vec![
+            (
+                Table::Secrets,
+                idx.to_be_bytes().to_vec(),
+                Some(codec::encode_secret(id, None)),
+            ),
+            (
+                Table::Meta,
+                META_SECRETS_DELETED.to_vec(),
+                u64_value(counters.secrets_deleted),
+            ),
+        ];
+        self.commit(writes, counters)
+    }
+
+    fn mark_dispatched(&mut self, id: &str) -> Result<()> {
+        let Some(pos) = self.engine.get(Table::EventIds, id.as_bytes())? else {
+            return Err(Error::not_found("event", id));
+        };
+        let pos = codec::read_u64(&pos, "event_ids")?;
+        if self.dispatch.is_dispatched(pos) {
+            return Ok(());
+        }
+        let mut next = self.dispatch.clone();
+        let mut writes = Vec::new();
+        next.above.insert(pos);
+        while next.above.remove(&(next.watermark + 1)) {
+            next.watermark += 1;
+            if next.watermark != pos {
+                writes.push((
+                    Table::Dispatched,
+                    codec::position_key(next.watermark).to_vec(),
+                    None,
+                ));
+            }
+        }
+        if next.above.contains(&pos) {
+            writes.push((
+                Table::Dispatched,
+                codec::position_key(pos).to_vec(),
+                Some(Vec::new()),
+            ));
+        }
+        writes.push((
+            Table::Meta,
+            META_DISPATCH_WATERMARK.to_vec(),
+            u64_value(next.watermark),
+        ));
+        self.commit(writes, self.counters.clone())?;
+        self.shared.set_dispatch(next.clone());
+        self.dispatch = next;
+        Ok(())
+    }
+
+    fn close(&mut self, clear: bool) -> Result<()> {
+        let result = if clear {
+            self.engine.clear()
+        } else {
+            self.engine.sync()
+        };
+        // Readers stop taking the engine; the writer's own reference goes when `run`
+        // returns, and the last in-flight reader releases the directory.
+        drop(self.shared.take_engine());
+        self.shared.mark_closed();
+        result
+    }
+}
+
+/// Reads the committed counters and dispatch state at open.
+pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchState)> {
+    let meta = |key: &[u8]| -> Result<u64> {
+        engine
+            .get(Table::Meta, key)?
+            .map_or(Ok(0), |v| codec::read_u64(&v, "meta"))
+    };
+    let (head, last_timestamp) = match engine.last(Table::Events)? {
+        Some((_, value)) => {
+            let e = codec::decode_event(&value, "events")?;
+            (e.position, Some(e.timestamp))
+        }
+        None => (0, None),
+    };
+    let secret_next = match engine.last(Table::Secrets)? {
+        Some((k, _)) => codec::read_u64(&k, "secrets")? + 1,
+        None => 0,
+    };
+    let frozen = engine
+        .get(Table::Meta, META_FROZEN)?
+        .is_some_and(|v| v.first() == Some(&1));
+    let mut above = BTreeSet::new();
+    for item in engine.range(
+        Table::Dispatched,
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Unbounded,
+        false,
+    ) {
+        let (k, _) = item?;
+        above.insert(codec::read_u64(&k, "dispatched")?);
+    }
+    Ok((
+        Counters {
+            head,
+            last_timestamp,
+            frozen,
+            stream_count: meta(META_STREAM_COUNT)?,
+            secret_next,
+            secrets_deleted: meta(META_SECRETS_DELETED)?,
+            snapshot_seq: meta(META_SNAPSHOT_SEQ)?,
+        },
+        read::DispatchState {
+            watermark: meta(META_DISPATCH_WATERMARK)?,
+            above,
+        },
+    ))
+}
+
+/// Validated snapshot to save (the writer only stores it).
+pub(crate) fn snapshot_command(snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+    annals_core::memory::check_stream_snapshot(snapshot)
+}
