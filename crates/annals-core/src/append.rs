@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::limits::{check_json, check_name, MAX_EVENTS_PER_APPEND};
-use crate::model::{Position, ProposedEvent, RecordedEvent, StreamId, Timestamp, Version};
+use crate::model::{Position, ProposedEvent, RecordedEvent, StreamId, Text, Timestamp, Version};
 use crate::store::AppendRequest;
 
 /// The state the planner reads.
@@ -39,7 +39,7 @@ pub enum AppendPlan {
     /// Store these events (positions `head_position + 1 ..`, in order).
     Write {
         /// The commit id.
-        commit_id: String,
+        commit_id: Text,
         /// The events to store.
         events: Vec<RecordedEvent>,
     },
@@ -149,9 +149,10 @@ pub fn plan(
     if at.frozen && count > 0 {
         return Err(Error::Frozen);
     }
-    let commit_id = request
+    let commit_id: Text = request
         .commit_id
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .into();
     let mut events = Vec::with_capacity(count);
     let mut position = at.head_position;
     let mut last_timestamp = at.last_timestamp;
@@ -186,10 +187,11 @@ pub fn plan(
                 position,
                 id: proposed
                     .id
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                    .unwrap_or_else(|| generated_event_id(position, now))
+                    .into(),
                 stream: write.stream.clone(),
                 version,
-                event_type: proposed.event_type,
+                event_type: proposed.event_type.into(),
                 timestamp,
                 payload: proposed.payload,
                 metadata: proposed.metadata,
@@ -230,7 +232,61 @@ fn find_retry(
         (true, _) => Ok(None),
         (false, false) => Ok(Some(found)),
         (false, true) => Err(Error::DuplicateEventId {
-            id: found[0].id.clone(),
+            id: found[0].id.to_string(),
         }),
     }
+}
+
+/// The id Annals gives an event appended without one: a UUID v7 (time-ordered) whose
+/// 62 low random bits carry the event's position, so a backend can find the event by
+/// such an id without an index entry (see [`position_of_generated_id`]). Positions are
+/// unique in a store, so generated ids are too.
+///
+/// ```
+/// use annals_core::append::{generated_event_id, position_of_generated_id};
+/// use annals_core::Timestamp;
+/// let id = generated_event_id(42, Timestamp::from_millis(1_700_000_000_000));
+/// assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+/// assert_eq!(position_of_generated_id(&id), Some(42));
+/// assert_eq!(position_of_generated_id("order-1"), None);
+/// ```
+pub fn generated_event_id(position: Position, now: Timestamp) -> String {
+    let mut random = [0u8; 10];
+    let noise = next_noise();
+    random[..2].copy_from_slice(&noise.to_be_bytes()[..2]);
+    let low = position & ((1 << 62) - 1);
+    random[2..].copy_from_slice(&low.to_be_bytes());
+    // Builder sets the version and variant bits; the variant takes the top two bits of
+    // random[2], which are always zero here because positions stay below 2^62.
+    uuid::Builder::from_unix_timestamp_millis(now.as_millis().max(0) as u64, &random)
+        .into_uuid()
+        .to_string()
+}
+
+/// The position a [`generated_event_id`] carries, if `id` has that form. Callers must
+/// still check that the event at that position has this id: a caller-supplied id can
+/// look the same.
+pub fn position_of_generated_id(id: &str) -> Option<Position> {
+    if id.len() != 36 {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    if uuid.get_version_num() != 7 || uuid.to_string() != id {
+        return None;
+    }
+    let b = uuid.as_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&b[8..16]);
+    Some(u64::from_be_bytes(low) & ((1 << 62) - 1))
+}
+
+/// Cheap per-process noise for the spare bits of generated ids (not security relevant:
+/// uniqueness comes from the position).
+fn next_noise() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
 }

@@ -47,8 +47,8 @@ pub use cursor::{Cursor, StreamPageToken};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::MemoryStore;
 pub use model::{
-    Direction, ExpectedVersion, Json, Position, ProposedEvent, RecordedEvent, StreamId, Timestamp,
-    Version,
+    Direction, ExpectedVersion, Json, Position, ProposedEvent, RecordedEvent, StreamId, Text,
+    Timestamp, Version,
 };
 pub use query::{
     EventFilter, ListStreams, ReadAll, ReadAllPage, ReadFrom, StreamInfo, StreamPage, StreamRead,

@@ -211,7 +211,7 @@ impl EventStore for MemoryStore {
             }),
             AppendPlan::Write { commit_id, events } => {
                 for e in &events {
-                    state.ids.insert(e.id.clone(), e.position);
+                    state.ids.insert(e.id.to_string(), e.position);
                     let stream = state.streams.entry(e.stream.clone()).or_default();
                     stream.versions.push((e.version, e.position));
                     match &mut stream.info {

@@ -411,6 +411,164 @@ impl<'de> Deserialize<'de> for Json {
     }
 }
 
+/// Immutable UTF-8 text backed by a shared buffer: cloning it is a reference-count
+/// increment, and a backend can hand out slices of a record it read without copying.
+/// Used for the string fields of [`RecordedEvent`]; compares, hashes, displays and
+/// dereferences like `str`.
+///
+/// ```
+/// use annals_core::Text;
+/// let t = Text::from("Deposited");
+/// assert_eq!(t, "Deposited");
+/// assert_eq!(t.len(), 9); // via Deref<Target = str>
+/// assert_eq!(t.as_str().to_uppercase(), "DEPOSITED");
+/// let owned: String = t.clone().into();
+/// assert_eq!(owned, "Deposited");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// Wraps bytes after checking they are UTF-8.
+    ///
+    /// ```
+    /// assert!(annals_core::Text::from_utf8(bytes::Bytes::from_static(b"ok")).is_ok());
+    /// assert!(annals_core::Text::from_utf8(bytes::Bytes::from_static(b"\xff")).is_err());
+    /// ```
+    pub fn from_utf8(bytes: Bytes) -> std::result::Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+
+    /// The text as a `&str`.
+    ///
+    /// ```
+    /// assert_eq!(annals_core::Text::from("a").as_str(), "a");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        // Every constructor checks UTF-8 (from_utf8) or starts from a str/String.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying shared bytes.
+    ///
+    /// ```
+    /// assert_eq!(annals_core::Text::from("ab").as_bytes(), b"ab");
+    /// ```
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Text::from(s.as_str())
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        t.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Text::from)
+    }
+}
+
 /// An event as the caller proposes it, before the store records it.
 ///
 /// ```
@@ -530,13 +688,13 @@ pub struct RecordedEvent {
     /// The store-wide position.
     pub position: Position,
     /// The event id, unique in the store.
-    pub id: String,
+    pub id: Text,
     /// The stream the event belongs to.
     pub stream: StreamId,
     /// The event's version inside its stream (1-based).
     pub version: Version,
     /// The event type.
-    pub event_type: String,
+    pub event_type: Text,
     /// When the event happened (assigned at append unless given).
     pub timestamp: Timestamp,
     /// The payload, byte-for-byte as appended.
@@ -544,7 +702,7 @@ pub struct RecordedEvent {
     /// The metadata, byte-for-byte as appended.
     pub metadata: Json,
     /// Shared by every event of one append.
-    pub commit_id: String,
+    pub commit_id: Text,
     /// The event's index inside its append.
     pub commit_sequence: u32,
     /// Whether a publisher has marked the event dispatched.
@@ -609,18 +767,22 @@ impl<'de> Deserialize<'de> for RecordedEvent {
         let w = WireEvent::deserialize(deserializer)?;
         Ok(RecordedEvent {
             position: w.position,
-            id: w.id.into_owned(),
+            id: w.id.into_owned().into(),
             stream: StreamId {
                 context: w.context.map(|c| c.into_owned()).unwrap_or_default(),
                 aggregate: w.aggregate.map(|c| c.into_owned()).unwrap_or_default(),
                 id: w.aggregate_id.into_owned(),
             },
             version: w.version,
-            event_type: w.event_type.map(|c| c.into_owned()).unwrap_or_default(),
+            event_type: w
+                .event_type
+                .map(|c| c.into_owned())
+                .unwrap_or_default()
+                .into(),
             timestamp: w.timestamp,
             payload: w.payload,
             metadata: w.metadata,
-            commit_id: w.commit_id.into_owned(),
+            commit_id: w.commit_id.into_owned().into(),
             commit_sequence: w.commit_sequence,
             dispatched: w.dispatched,
         })

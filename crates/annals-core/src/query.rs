@@ -184,7 +184,8 @@ impl EventFilter {
     /// ```
     pub fn matches(&self, event: &RecordedEvent) -> bool {
         self.matches_stream(&event.stream)
-            && (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
+            && (self.event_types.is_empty()
+                || self.event_types.iter().any(|t| *t == event.event_type))
             && self.from_time.is_none_or(|t| event.timestamp >= t)
             && self.to_time.is_none_or(|t| event.timestamp <= t)
             && self.min_version.is_none_or(|v| event.version >= v)

@@ -6,8 +6,8 @@ use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Direction, ExpectedVersion, Json, Position, ProposedEvent, RecordedEvent, StreamId, Timestamp,
-    Version,
+    Direction, ExpectedVersion, Json, Position, ProposedEvent, RecordedEvent, StreamId, Text,
+    Timestamp, Version,
 };
 use crate::query::{
     EventFilter, ListStreams, ReadAll, ReadAllPage, ReadFrom, StreamInfo, StreamPage, StreamRead,
@@ -113,7 +113,7 @@ impl AppendRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendResult {
     /// The commit id shared by the events.
-    pub commit_id: String,
+    pub commit_id: Text,
     /// The recorded events, in request order.
     pub events: Vec<RecordedEvent>,
     /// The store's head position after the append.

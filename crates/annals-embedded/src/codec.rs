@@ -5,8 +5,8 @@
 //! record is [`Error::Corrupted`] naming the table and key.
 
 use annals_core::{
-    Error, Json, Position, RecordedEvent, Result, StreamId, StreamInfo, StreamSnapshot, Timestamp,
-    Version,
+    Error, Json, Position, RecordedEvent, Result, StreamId, StreamInfo, StreamSnapshot, Text,
+    Timestamp, Version,
 };
 use bytes::Bytes;
 
@@ -109,6 +109,14 @@ impl Reader<'_> {
             .map_err(|_| corrupted(table, format!("text at byte {at} is not UTF-8")))
     }
 
+    /// Zero-copy text: a slice of the record, checked to be UTF-8.
+    fn text(&mut self) -> Result<Text> {
+        let at = self.at;
+        let table = self.table;
+        Text::from_utf8(self.bytes()?)
+            .map_err(|_| corrupted(table, format!("text at byte {at} is not UTF-8")))
+    }
+
     /// A zero-copy slice of the record (payloads are returned without copying).
     fn bytes(&mut self) -> Result<Bytes> {
         let n = self.u32()? as usize;
@@ -175,14 +183,14 @@ pub fn decode_event(bytes: &Bytes, table: &'static str) -> Result<RecordedEvent>
         version,
         timestamp,
         commit_sequence,
-        id: r.string()?,
+        id: r.text()?,
         stream: StreamId {
             context: r.string()?,
             aggregate: r.string()?,
             id: r.string()?,
         },
-        event_type: r.string()?,
-        commit_id: r.string()?,
+        event_type: r.text()?,
+        commit_id: r.text()?,
         payload: Json::from_raw(r.bytes()?),
         metadata: Json::from_raw(r.bytes()?),
         dispatched: false,

@@ -72,8 +72,9 @@ impl Table {
     }
 }
 
-/// One write in a batch: a value to put, or `None` to delete the key.
-pub type Write = (Table, Vec<u8>, Option<Vec<u8>>);
+/// One write in a batch: a value to put, or `None` to delete the key. Values are shared
+/// buffers, so one record can go to two tables without a copy.
+pub type Write = (Table, Vec<u8>, Option<Bytes>);
 
 /// A key-value pair read from a table.
 pub type Entry = (Bytes, Bytes);
@@ -213,7 +214,7 @@ impl Engine for FjallEngine {
             .durability(Some(fjall::PersistMode::SyncData));
         for (table, key, value) in writes {
             match value {
-                Some(v) => batch.insert(self.ks(table), key, v),
+                Some(v) => batch.insert(self.ks(table), key, fjall::Slice::from(v)),
                 None => batch.remove(self.ks(table), key),
             }
         }

@@ -81,6 +81,9 @@ use crate::writer::{Command, Counters, Writer};
 pub struct EmbeddedOptions {
     /// Block cache size in bytes (reads of recent data come from it).
     pub cache_bytes: u64,
+    /// Bytes of the newest events kept in memory for readers that follow the head
+    /// (0 disables the cache).
+    pub tail_cache_bytes: usize,
     /// Journal size after which in-memory tables are flushed; bounds recovery time.
     /// Values below 64 MiB are raised to 64 MiB.
     pub max_journal_bytes: u64,
@@ -90,6 +93,7 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             cache_bytes: 256 * 1024 * 1024,
+            tail_cache_bytes: 64 * 1024 * 1024,
             max_journal_bytes: 128 * 1024 * 1024,
         }
     }
@@ -104,11 +108,21 @@ pub(crate) struct Shared {
     published: AtomicU64,
     counters: RwLock<Counters>,
     dispatch: RwLock<read::DispatchState>,
+    tail: RwLock<read::TailCache>,
     closed: AtomicBool,
     poisoned: Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Makes newly committed events visible to readers: the tail cache first, then the
+    /// head, so a reader that sees the new head finds every event below it.
+    fn publish_events(&self, counters: &Counters, events: &[RecordedEvent]) {
+        if let Ok(mut tail) = self.tail.write() {
+            tail.push(events);
+        }
+        self.publish(counters);
+    }
+
     fn publish(&self, counters: &Counters) {
         if let Ok(mut c) = self.counters.write() {
             *c = counters.clone();
@@ -174,7 +188,8 @@ impl Shared {
         let engine = self.engine()?;
         let head = self.head();
         let dispatch = self.dispatch.read().map_err(|_| lock_error())?;
-        read::read_all(&*engine, head, &dispatch, read)
+        let tail = self.tail.read().map_err(|_| lock_error())?;
+        read::read_all(&*engine, &tail, head, &dispatch, read)
     }
 }
 
@@ -238,6 +253,7 @@ impl EmbeddedStore {
             published: AtomicU64::new(counters.head),
             counters: RwLock::new(counters.clone()),
             dispatch: RwLock::new(dispatch.clone()),
+            tail: RwLock::new(read::TailCache::new(options.tail_cache_bytes)),
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),
         });

@@ -1,6 +1,6 @@
 //! Reads: every read sees only what the writer has made durable and published.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 
 use annals_core::scan::PageCollector;
@@ -38,6 +38,97 @@ fn decode(
     Ok(e)
 }
 
+/// The newest events, kept in memory by the writer after each commit, so that readers
+/// following the head (subscribers, projections, catch-up reads) do not decode from
+/// storage. Bounded by an approximate byte size.
+#[derive(Debug, Default)]
+pub struct TailCache {
+    events: VecDeque<RecordedEvent>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+fn approximate_size(e: &RecordedEvent) -> usize {
+    96 + e.id.len()
+        + e.stream.id.len()
+        + e.stream.aggregate.len()
+        + e.stream.context.len()
+        + e.event_type.len()
+        + e.commit_id.len()
+        + e.payload.as_bytes().len()
+        + e.metadata.as_bytes().len()
+}
+
+impl TailCache {
+    /// An empty cache holding at most about `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        TailCache {
+            max_bytes,
+            ..TailCache::default()
+        }
+    }
+
+    /// Appends newly committed events (their positions continue the cache's last one).
+    pub fn push(&mut self, committed: &[RecordedEvent]) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        for e in committed {
+            if self
+                .events
+                .back()
+                .is_some_and(|last| last.position + 1 != e.position)
+            {
+                self.events.clear();
+                self.bytes = 0;
+            }
+            self.bytes += approximate_size(e);
+            self.events.push_back(e.clone());
+        }
+        while self.bytes > self.max_bytes {
+            match self.events.pop_front() {
+                Some(e) => self.bytes -= approximate_size(&e),
+                None => break,
+            }
+        }
+    }
+
+    /// The first position held (`Position::MAX` when empty).
+    fn first(&self) -> Position {
+        self.events.front().map_or(Position::MAX, |e| e.position)
+    }
+
+    /// Held events with positions in `from..=to`, ascending.
+    fn range(
+        &self,
+        from: Position,
+        to: Position,
+    ) -> std::collections::vec_deque::Iter<'_, RecordedEvent> {
+        let first = self.first();
+        if to < first || from > to {
+            return self.events.range(0..0);
+        }
+        let start = (from.max(first) - first) as usize;
+        let end = ((to - first) as usize + 1).min(self.events.len());
+        self.events.range(start.min(end)..end)
+    }
+}
+
+fn offer_cached<'a>(
+    page: &mut PageCollector,
+    events: impl Iterator<Item = &'a RecordedEvent>,
+    dispatch: &DispatchState,
+) -> bool {
+    for e in events {
+        let mut e = e.clone();
+        e.dispatched = dispatch.is_dispatched(e.position);
+        if !page.offer(e) {
+            return false;
+        }
+    }
+    true
+}
+
 /// The single stream a filter selects exactly, if it selects exactly one.
 fn single_stream(filter: &EventFilter) -> Option<StreamId> {
     match (
@@ -57,6 +148,7 @@ fn single_stream(filter: &EventFilter) -> Option<StreamId> {
 /// A page of `read_all` over positions `..= head`.
 pub fn read_all(
     engine: &dyn Engine,
+    tail: &TailCache,
     head: Position,
     dispatch: &DispatchState,
     read: &ReadAll,
@@ -91,23 +183,63 @@ pub fn read_all(
         }
         return Ok(page.finish(true));
     }
-    let (from, to) = if backward {
-        (Bound::Included(1u64), Bound::Excluded(start.min(head + 1)))
-    } else {
-        (Bound::Excluded(start), Bound::Included(head))
-    };
     if start >= head && !backward {
         return Ok(page.finish(true));
     }
-    let from = from.map(|p| codec::position_key(p).to_vec());
-    let to = to.map(|p| codec::position_key(p).to_vec());
-    for item in engine.range(Table::Events, from, to, backward) {
-        let (_, value) = item?;
-        if !page.offer(decode(&value, "events", dispatch)?) {
-            break;
+    // Positions the tail cache holds come from memory; older ones from storage.
+    let cached_from = tail.first().max(1);
+    if backward {
+        let upper = start.min(head + 1);
+        if upper > cached_from
+            && !offer_cached(
+                &mut page,
+                tail.range(cached_from, upper - 1).rev(),
+                dispatch,
+            )
+        {
+            return Ok(page.finish(true));
+        }
+        let to = upper.min(cached_from);
+        scan_events(engine, &mut page, dispatch, 0, to, true)?;
+    } else {
+        let storage_to = head.min(cached_from - 1);
+        let mut more = true;
+        if start < storage_to {
+            more = scan_events(engine, &mut page, dispatch, start, storage_to + 1, false)?;
+        }
+        if more {
+            offer_cached(
+                &mut page,
+                tail.range(start.max(storage_to) + 1, head),
+                dispatch,
+            );
         }
     }
     Ok(page.finish(true))
+}
+
+/// Feeds stored events with positions strictly between `after` and `before` to the page;
+/// returns whether the page still wants more.
+fn scan_events(
+    engine: &dyn Engine,
+    page: &mut PageCollector,
+    dispatch: &DispatchState,
+    after: Position,
+    before: Position,
+    backward: bool,
+) -> Result<bool> {
+    if before <= after + 1 {
+        return Ok(true);
+    }
+    let from = Bound::Excluded(codec::position_key(after).to_vec());
+    let to = Bound::Excluded(codec::position_key(before).to_vec());
+    for item in engine.range(Table::Events, from, to, backward) {
+        let (_, value) = item?;
+        if !page.offer(decode(&value, "events", dispatch)?) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Events of one stream by version.

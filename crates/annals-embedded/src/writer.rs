@@ -16,6 +16,7 @@ use annals_core::{
     AppendRequest, AppendResult, Error, NewStreamSnapshot, Position, RecordedEvent, Result, Secret,
     StreamId, StreamInfo, StreamSnapshot, Timestamp, Version,
 };
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
@@ -119,25 +120,48 @@ impl AppendState for GroupView<'_> {
                 return Ok(result.events.get(*e).cloned());
             }
         }
-        let engine = self.writer.engine.as_ref();
-        let Some(pos) = engine.get(Table::EventIds, id.as_bytes())? else {
-            return Ok(None);
-        };
-        let pos = codec::read_u64(&pos, "event_ids")?;
-        let Some(value) = engine.get(Table::Events, &codec::position_key(pos))? else {
-            return Err(Error::Corrupted {
-                location: "embedded table event_ids".into(),
-                detail: format!("event id {id:?} points at missing position {pos}"),
-            });
-        };
-        let mut event = codec::decode_event(&value, "events")?;
-        event.dispatched = self.writer.dispatch.is_dispatched(pos);
-        Ok(Some(event))
+        let found = find_event(self.writer.engine.as_ref(), self.writer.counters.head, id)?;
+        Ok(found.map(|(pos, mut event)| {
+            event.dispatched = self.writer.dispatch.is_dispatched(pos);
+            event
+        }))
     }
 }
 
-fn u64_value(v: u64) -> Option<Vec<u8>> {
-    Some(v.to_be_bytes().to_vec())
+fn u64_value(v: u64) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(&v.to_be_bytes()))
+}
+
+fn value(v: Vec<u8>) -> Option<Bytes> {
+    Some(Bytes::from(v))
+}
+
+/// Finds a stored event by id: generated ids carry their position (no index entry);
+/// caller-supplied ids are looked up in the id table.
+pub(crate) fn find_event(
+    engine: &dyn Engine,
+    head: Position,
+    id: &str,
+) -> Result<Option<(Position, RecordedEvent)>> {
+    if let Some(pos) = annals_core::append::position_of_generated_id(id).filter(|p| *p <= head) {
+        if let Some(bytes) = engine.get(Table::Events, &codec::position_key(pos))? {
+            let event = codec::decode_event(&bytes, "events")?;
+            if event.id == id {
+                return Ok(Some((pos, event)));
+            }
+        }
+    }
+    let Some(pos) = engine.get(Table::EventIds, id.as_bytes())? else {
+        return Ok(None);
+    };
+    let pos = codec::read_u64(&pos, "event_ids")?;
+    let Some(bytes) = engine.get(Table::Events, &codec::position_key(pos))? else {
+        return Err(Error::Corrupted {
+            location: "embedded table event_ids".into(),
+            detail: format!("event id {id:?} points at missing position {pos}"),
+        });
+    };
+    Ok(Some((pos, codec::decode_event(&bytes, "events")?)))
 }
 
 impl Writer {
@@ -262,7 +286,7 @@ impl Writer {
             Ok(AppendPlan::Write { commit_id, events }) => {
                 let reply_index = group.replies.len();
                 for (i, e) in events.iter().enumerate() {
-                    let record = codec::encode_event(e);
+                    let record = Bytes::from(codec::encode_event(e));
                     let sk = codec::stream_key(&e.stream);
                     group.writes.push((
                         Table::StreamEvents,
@@ -274,12 +298,16 @@ impl Writer {
                         codec::position_key(e.position).to_vec(),
                         Some(record),
                     ));
-                    group.writes.push((
-                        Table::EventIds,
-                        e.id.as_bytes().to_vec(),
-                        u64_value(e.position),
-                    ));
-                    group.ids.insert(e.id.clone(), (reply_index, i));
+                    // Generated ids carry their position; only caller-supplied ids need
+                    // an index entry.
+                    if annals_core::append::position_of_generated_id(&e.id) != Some(e.position) {
+                        group.writes.push((
+                            Table::EventIds,
+                            e.id.as_bytes().to_vec(),
+                            u64_value(e.position),
+                        ));
+                    }
+                    group.ids.insert(e.id.to_string(), (reply_index, i));
                     let known = match group.streams.get(&e.stream) {
                         Some((info, _)) => Some(info.clone()),
                         None => self.streams.get(&e.stream).cloned(),
@@ -335,13 +363,13 @@ impl Writer {
                 group.writes.push((
                     Table::StreamsByTime,
                     codec::time_key(info.first_timestamp, info.first_position).to_vec(),
-                    Some(sk.clone()),
+                    Some(Bytes::from(sk.clone())),
                 ));
             }
             group.writes.push((
                 Table::Streams,
                 sk,
-                Some(codec::encode_stream_info(info).to_vec()),
+                Some(Bytes::copy_from_slice(&codec::encode_stream_info(info))),
             ));
         }
         if new_streams > 0 {
@@ -361,7 +389,14 @@ impl Writer {
                     self.streams.insert(stream, info);
                 }
                 self.counters = group.counters;
-                self.shared.publish(&self.counters);
+                let committed: Vec<RecordedEvent> = group
+                    .replies
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().ok())
+                    .filter(|r| !r.retried)
+                    .flat_map(|r| r.events.iter().cloned())
+                    .collect();
+                self.shared.publish_events(&self.counters, &committed);
                 for (reply, result) in group.replies {
                     let _ = reply.send(result);
                 }
@@ -410,8 +445,8 @@ impl Writer {
                 let _ = reply.send(self.freeze(freeze));
             }
             Command::SaveSnapshot(key, content, reply) => {
-                let value = codec::encode_keyed_snapshot(Timestamp::now(), &content);
-                let writes = vec![(Table::Snapshots, key.into_bytes(), Some(value))];
+                let snapshot = codec::encode_keyed_snapshot(Timestamp::now(), &content);
+                let writes = vec![(Table::Snapshots, key.into_bytes(), value(snapshot))];
                 let _ = reply.send(self.commit(writes, self.counters.clone()));
             }
             Command::DropSnapshot(key, reply) => {
@@ -441,7 +476,7 @@ impl Writer {
                     (
                         Table::StreamSnapshots,
                         key,
-                        Some(codec::encode_stream_snapshot(&snapshot)),
+                        value(codec::encode_stream_snapshot(&snapshot)),
                     ),
                     (
                         Table::Meta,
@@ -484,7 +519,7 @@ impl Writer {
         let writes = vec![(
             Table::Meta,
             META_FROZEN.to_vec(),
-            Some(vec![u8::from(freeze)]),
+            Some(Bytes::copy_from_slice(&[u8::from(freeze)])),
         )];
         self.commit(writes, counters)
     }
@@ -531,7 +566,7 @@ impl Writer {
             (
                 Table::Secrets,
                 idx.to_be_bytes().to_vec(),
-                Some(codec::encode_secret(&id, Some(&secret))),
+                value(codec::encode_secret(&id, Some(&secret))),
             ),
             (Table::SecretIds, id.as_bytes().to_vec(), u64_value(idx)),
         ];
@@ -563,7 +598,7 @@ impl Writer {
             (
                 Table::Secrets,
                 idx.to_be_bytes().to_vec(),
-                Some(codec::encode_secret(id, None)),
+                value(codec::encode_secret(id, None)),
             ),
             (
                 Table::Meta,
@@ -575,10 +610,9 @@ impl Writer {
     }
 
     fn mark_dispatched(&mut self, id: &str) -> Result<()> {
-        let Some(pos) = self.engine.get(Table::EventIds, id.as_bytes())? else {
+        let Some((pos, _)) = find_event(self.engine.as_ref(), self.counters.head, id)? else {
             return Err(Error::not_found("event", id));
         };
-        let pos = codec::read_u64(&pos, "event_ids")?;
         if self.dispatch.is_dispatched(pos) {
             return Ok(());
         }
@@ -599,7 +633,7 @@ impl Writer {
             writes.push((
                 Table::Dispatched,
                 codec::position_key(pos).to_vec(),
-                Some(Vec::new()),
+                Some(Bytes::new()),
             ));
         }
         writes.push((

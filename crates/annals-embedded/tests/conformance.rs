@@ -13,6 +13,8 @@ fn options() -> EmbeddedOptions {
     // Small caches: many stores are open at once while the suite runs.
     EmbeddedOptions {
         cache_bytes: 4 << 20,
+        // A tail cache of a few events: reads cross from storage into the cache.
+        tail_cache_bytes: 4 << 10,
         max_journal_bytes: 64 << 20,
     }
 }

@@ -179,7 +179,7 @@ async fn stream_versions(store: &dyn EventStore, stream: &StreamId, r: StreamRea
 }
 
 fn ids(events: &[RecordedEvent]) -> Vec<String> {
-    events.iter().map(|e| e.id.clone()).collect()
+    events.iter().map(|e| e.id.to_string()).collect()
 }
 
 fn positions(events: &[RecordedEvent]) -> Vec<Position> {

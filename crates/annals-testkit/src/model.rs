@@ -568,7 +568,7 @@ async fn run_sequence(backend: &dyn EventStore, ops: &[Op]) -> Result<(), String
                     .events;
                 match stored.is_empty() {
                     true => op.clone(),
-                    false => Op::MarkDispatched(i.get(&stored).id.clone()),
+                    false => Op::MarkDispatched(i.get(&stored).id.to_string()),
                 }
             }
             other => other.clone(),

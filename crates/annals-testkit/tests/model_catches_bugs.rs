@@ -39,7 +39,7 @@ impl EventStore for Buggy {
         let result = self.inner.append(request).await?;
         match self.bug {
             Bug::RetryRefused if result.retried => Err(Error::DuplicateEventId {
-                id: result.events[0].id.clone(),
+                id: result.events[0].id.to_string(),
             }),
             _ => Ok(result),
         }
