@@ -116,7 +116,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// Makes newly committed events visible to readers: the tail cache first, then the
     /// head, so a reader that sees the new head finds every event below it.
-    fn publish_events(&self, counters: &Counters, events: &[RecordedEvent]) {
+    fn publish_events<'a>(
+        &self,
+        counters: &Counters,
+        events: impl Iterator<Item = &'a RecordedEvent>,
+    ) {
         if let Ok(mut tail) = self.tail.write() {
             tail.push(events);
         }
@@ -244,8 +248,12 @@ impl EmbeddedStore {
                 max_journal_bytes: options.max_journal_bytes,
             },
         )?;
-        let (counters, dispatch) = writer::recover(&engine)?;
-        let engine: Arc<dyn Engine> = Arc::new(engine);
+        Self::from_engine(dir, Arc::new(engine), options)
+    }
+
+    /// Starts a store over any engine (the fault-injection tests wrap the real one).
+    fn from_engine(dir: &Path, engine: Arc<dyn Engine>, options: EmbeddedOptions) -> Result<Self> {
+        let (counters, dispatch) = writer::recover(&*engine)?;
         let shared = Arc::new(Shared {
             engine: RwLock::new(Some(engine.clone())),
             dir: dir.to_path_buf(),
@@ -341,6 +349,9 @@ impl EventStore for EmbeddedStore {
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
         self.shared.check_open()?;
+        // Validation (JSON parsing included) runs on the caller's task, in parallel
+        // with other callers, not on the single writer thread.
+        annals_core::append::validate(&request)?;
         self.send(|reply| Command::Append(request, reply)).await
     }
 
@@ -490,5 +501,133 @@ impl EventStore for EmbeddedStore {
     async fn drop_store(&self) -> Result<()> {
         self.send(|reply| Command::Close { clear: true, reply })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use annals_core::{
+        ErrorKind, EventStore, ExpectedVersion, Json, ProposedEvent, ReadAll, StreamId,
+    };
+
+    use super::*;
+    use crate::engine::{Entries, Entry, Write};
+
+    /// The real engine, with commits that fail on demand (as a failed fsync would).
+    struct FailingEngine {
+        inner: FjallEngine,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Engine for FailingEngine {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<bytes::Bytes>> {
+            self.inner.get(table, key)
+        }
+        fn range(
+            &self,
+            table: Table,
+            from: std::ops::Bound<Vec<u8>>,
+            to: std::ops::Bound<Vec<u8>>,
+            reverse: bool,
+        ) -> Entries<'_> {
+            self.inner.range(table, from, to, reverse)
+        }
+        fn last(&self, table: Table) -> Result<Option<Entry>> {
+            self.inner.last(table)
+        }
+        fn commit_durable(&self, writes: Vec<Write>) -> Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(Error::backend(
+                    "embedded",
+                    std::io::Error::other("injected: fdatasync failed (EIO)"),
+                ));
+            }
+            self.inner.commit_durable(writes)
+        }
+        fn clear(&self) -> Result<()> {
+            self.inner.clear()
+        }
+        fn disk_space(&self) -> Option<u64> {
+            self.inner.disk_space()
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    fn event(n: u32) -> ProposedEvent {
+        ProposedEvent::new("T", Json::from_raw(format!("{{\"n\":{n}}}")))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_durable_commit_poisons_the_store_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = Arc::new(AtomicBool::new(false));
+        let engine = FailingEngine {
+            inner: FjallEngine::open(
+                dir.path(),
+                FjallTuning {
+                    cache_bytes: 1 << 20,
+                    max_journal_bytes: 64 << 20,
+                },
+            )
+            .unwrap(),
+            fail: fail.clone(),
+        };
+        let store =
+            EmbeddedStore::from_engine(dir.path(), Arc::new(engine), EmbeddedOptions::default())
+                .unwrap();
+        let s = StreamId::new("s");
+        store
+            .append_to_stream(&s, ExpectedVersion::Any, vec![event(1)])
+            .await
+            .unwrap();
+
+        fail.store(true, Ordering::SeqCst);
+        let err = store
+            .append_to_stream(&s, ExpectedVersion::Any, vec![event(2)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
+        assert!(err.to_string().contains("fdatasync failed"), "{err}");
+
+        // Even when the disk recovers, the store keeps refusing writes: after a failed
+        // fsync the state on disk is unknown.
+        fail.store(false, Ordering::SeqCst);
+        for result in [
+            store
+                .append_to_stream(&s, ExpectedVersion::Any, vec![event(3)])
+                .await
+                .map(|_| ()),
+            store.set_secret("k", "v").await.map(|_| ()),
+            store.freeze().await,
+            store.save_snapshot("k", "v").await,
+        ] {
+            assert_eq!(result.unwrap_err().kind(), ErrorKind::Poisoned);
+        }
+        // Reads keep working and show only what was acknowledged.
+        let page = store.read_all(ReadAll::forward()).await.unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].payload.as_str(), Some("{\"n\":1}"));
+        store.close().await.unwrap();
+
+        // Reopened, the store accepts writes again and positions stay dense.
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        let result = reopened
+            .append_to_stream(&s, ExpectedVersion::Exact(1), vec![event(4)])
+            .await
+            .unwrap();
+        assert_eq!(result.events[0].position, 2);
+    }
+
+    #[tokio::test]
+    async fn a_directory_open_in_this_process_cannot_be_opened_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedStore::open(dir.path()).unwrap();
+        let second = EmbeddedStore::open(dir.path());
+        assert_eq!(second.err().map(|e| e.kind()), Some(ErrorKind::Backend));
     }
 }

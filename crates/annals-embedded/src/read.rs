@@ -69,7 +69,7 @@ impl TailCache {
     }
 
     /// Appends newly committed events (their positions continue the cache's last one).
-    pub fn push(&mut self, committed: &[RecordedEvent]) {
+    pub fn push<'a>(&mut self, committed: impl Iterator<Item = &'a RecordedEvent>) {
         if self.max_bytes == 0 {
             return;
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use annals_core::append::{self, AppendCursor, AppendPlan, AppendState};
 use annals_core::{
     AppendRequest, AppendResult, Error, NewStreamSnapshot, Position, RecordedEvent, Result, Secret,
-    StreamId, StreamInfo, StreamSnapshot, Timestamp, Version,
+    StreamId, StreamInfo, StreamSnapshot, Text, Timestamp, Version,
 };
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -96,8 +96,8 @@ struct Group {
     replies: Vec<(Reply<AppendResult>, Result<AppendResult>)>,
     /// Streams changed by the group, with whether they are new.
     streams: HashMap<StreamId, (StreamInfo, bool)>,
-    /// Event ids written by the group: (reply index, event index).
-    ids: HashMap<String, (usize, usize)>,
+    /// Caller-supplied event ids written by the group: (reply index, event index).
+    ids: HashMap<Text, (usize, usize)>,
     counters: Counters,
 }
 
@@ -253,10 +253,6 @@ impl Writer {
             let _ = reply.send(Err(err));
             return;
         }
-        if let Err(e) = append::validate(&request) {
-            let _ = reply.send(Err(e));
-            return;
-        }
         let at = AppendCursor {
             head_position: group.counters.head,
             last_timestamp: group
@@ -285,57 +281,74 @@ impl Writer {
             }),
             Ok(AppendPlan::Write { commit_id, events }) => {
                 let reply_index = group.replies.len();
-                for (i, e) in events.iter().enumerate() {
-                    let record = Bytes::from(codec::encode_event(e));
-                    let sk = codec::stream_key(&e.stream);
-                    group.writes.push((
-                        Table::StreamEvents,
-                        codec::stream_version_key(&sk, e.version),
-                        Some(record.clone()),
-                    ));
-                    group.writes.push((
-                        Table::Events,
-                        codec::position_key(e.position).to_vec(),
-                        Some(record),
-                    ));
-                    // Generated ids carry their position; only caller-supplied ids need
-                    // an index entry.
-                    if annals_core::append::position_of_generated_id(&e.id) != Some(e.position) {
+                let mut run_start = 0;
+                while run_start < events.len() {
+                    // Events of one stream are contiguous in a plan: handle a run at once.
+                    let stream = &events[run_start].stream;
+                    let run_end = events[run_start..]
+                        .iter()
+                        .position(|e| e.stream != *stream)
+                        .map_or(events.len(), |n| run_start + n);
+                    let sk = codec::stream_key(stream);
+                    for (i, e) in events.iter().enumerate().take(run_end).skip(run_start) {
+                        let record = Bytes::from(codec::encode_event(e));
                         group.writes.push((
-                            Table::EventIds,
-                            e.id.as_bytes().to_vec(),
-                            u64_value(e.position),
+                            Table::StreamEvents,
+                            codec::stream_version_key(&sk, e.version),
+                            Some(record.clone()),
                         ));
-                    }
-                    group.ids.insert(e.id.to_string(), (reply_index, i));
-                    let known = match group.streams.get(&e.stream) {
-                        Some((info, _)) => Some(info.clone()),
-                        None => self.streams.get(&e.stream).cloned(),
-                    };
-                    let entry = match known {
-                        Some(mut info) => {
-                            info.version = e.version;
-                            info.last_position = e.position;
-                            let is_new = group
-                                .streams
-                                .get(&e.stream)
-                                .is_some_and(|(_, is_new)| *is_new);
-                            (info, is_new)
+                        group.writes.push((
+                            Table::Events,
+                            codec::position_key(e.position).to_vec(),
+                            Some(record),
+                        ));
+                        // Generated ids carry their position: no index entry, and no
+                        // caller can retry them within this group.
+                        if append::position_of_generated_id(&e.id) != Some(e.position) {
+                            group.writes.push((
+                                Table::EventIds,
+                                e.id.as_bytes().to_vec(),
+                                u64_value(e.position),
+                            ));
+                            group.ids.insert(e.id.clone(), (reply_index, i));
                         }
-                        None => (
-                            StreamInfo {
-                                stream: e.stream.clone(),
-                                version: e.version,
-                                first_timestamp: e.timestamp,
-                                first_position: e.position,
-                                last_position: e.position,
-                            },
-                            true,
-                        ),
+                    }
+                    let (first, last) = (&events[run_start], &events[run_end - 1]);
+                    let entry = match group.streams.get_mut(stream) {
+                        Some(entry) => {
+                            entry.0.version = last.version;
+                            entry.0.last_position = last.position;
+                            None
+                        }
+                        None => Some(match self.streams.get(stream) {
+                            Some(info) => (
+                                StreamInfo {
+                                    version: last.version,
+                                    last_position: last.position,
+                                    ..info.clone()
+                                },
+                                false,
+                            ),
+                            None => (
+                                StreamInfo {
+                                    stream: stream.clone(),
+                                    version: last.version,
+                                    first_timestamp: first.timestamp,
+                                    first_position: first.position,
+                                    last_position: last.position,
+                                },
+                                true,
+                            ),
+                        }),
                     };
-                    group.streams.insert(e.stream.clone(), entry);
-                    group.counters.head = e.position;
-                    group.counters.last_timestamp = Some(e.timestamp);
+                    if let Some(entry) = entry {
+                        group.streams.insert(stream.clone(), entry);
+                    }
+                    run_start = run_end;
+                }
+                if let Some(last) = events.last() {
+                    group.counters.head = last.position;
+                    group.counters.last_timestamp = Some(last.timestamp);
                 }
                 Ok(AppendResult {
                     commit_id,
@@ -389,14 +402,13 @@ impl Writer {
                     self.streams.insert(stream, info);
                 }
                 self.counters = group.counters;
-                let committed: Vec<RecordedEvent> = group
+                let committed = group
                     .replies
                     .iter()
                     .filter_map(|(_, r)| r.as_ref().ok())
                     .filter(|r| !r.retried)
-                    .flat_map(|r| r.events.iter().cloned())
-                    .collect();
-                self.shared.publish_events(&self.counters, &committed);
+                    .flat_map(|r| r.events.iter());
+                self.shared.publish_events(&self.counters, committed);
                 for (reply, result) in group.replies {
                     let _ = reply.send(result);
                 }
