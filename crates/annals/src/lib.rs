@@ -43,3 +43,8 @@ pub use annals_core::*;
 /// The embedded, durable default backend.
 #[cfg(feature = "embedded")]
 pub use annals_embedded as embedded;
+
+/// The README's code compiles (checked as a doctest).
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
