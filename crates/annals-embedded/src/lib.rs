@@ -66,7 +66,7 @@ use annals_core::{
 };
 use async_trait::async_trait;
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::engine::{Engine, FjallEngine, FjallTuning, Table};
 use crate::writer::{Command, Counters, Writer};
@@ -209,7 +209,7 @@ fn lock_error() -> Error {
 #[derive(Clone)]
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: crossbeam_channel::Sender<Command>,
 }
 
 impl EmbeddedStore {
@@ -265,7 +265,7 @@ impl EmbeddedStore {
             closed: AtomicBool::new(false),
             poisoned: Mutex::new(None),
         });
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, receiver) = crossbeam_channel::unbounded();
         let writer = Writer::new(shared.clone(), engine, counters, dispatch);
         std::thread::Builder::new()
             .name("annals-writer".into())

@@ -28,16 +28,6 @@ impl DispatchState {
     }
 }
 
-fn decode(
-    bytes: &bytes::Bytes,
-    table: &'static str,
-    dispatch: &DispatchState,
-) -> Result<RecordedEvent> {
-    let mut e = codec::decode_event(bytes, table)?;
-    e.dispatched = dispatch.is_dispatched(e.position);
-    Ok(e)
-}
-
 /// The newest events, kept in memory by the writer after each commit, so that readers
 /// following the head (subscribers, projections, catch-up reads) do not decode from
 /// storage. Bounded by an approximate byte size.
@@ -157,30 +147,27 @@ pub fn read_all(
     let start = page.start();
     let backward = read.direction == Direction::Backward;
     if let Some(stream) = single_stream(&read.filter) {
-        // One stream: walk its covering index instead of the whole log.
-        let key = codec::stream_key(&stream);
-        let from = codec::stream_version_key(&key, 0);
-        let to = codec::stream_version_key(&key, Version::MAX);
-        for item in engine.range(
-            Table::StreamEvents,
-            Bound::Included(from),
-            Bound::Included(to),
-            backward,
-        ) {
-            let (_, value) = item?;
-            let event = decode(&value, "stream_events", dispatch)?;
+        // One stream: walk its own records instead of the whole log.
+        let mut visit = |event: RecordedEvent| {
             let in_range = if backward {
                 event.position < start
             } else {
                 event.position > start
             };
             if !in_range || event.position > head {
-                continue;
+                return true;
             }
-            if !page.offer(event) {
-                break;
-            }
-        }
+            page.offer(event)
+        };
+        stream_events(
+            engine,
+            dispatch,
+            &stream,
+            1,
+            Version::MAX,
+            backward,
+            &mut visit,
+        )?;
         return Ok(page.finish(true));
     }
     if start >= head && !backward {
@@ -231,15 +218,104 @@ fn scan_events(
     if before <= after + 1 {
         return Ok(true);
     }
-    let from = Bound::Excluded(codec::position_key(after).to_vec());
-    let to = Bound::Excluded(codec::position_key(before).to_vec());
-    for item in engine.range(Table::Events, from, to, backward) {
+    let table = Table::Events;
+    let lower = if backward {
+        Bound::Unbounded
+    } else {
+        // Start at the record holding `after + 1`: the last one that starts at or below it.
+        let seek = codec::position_key(after + 1).to_vec();
+        match engine
+            .range(table, Bound::Unbounded, Bound::Included(seek.clone()), true)
+            .next()
+        {
+            Some(item) => Bound::Included(item?.0.to_vec()),
+            None => Bound::Included(seek),
+        }
+    };
+    let upper = Bound::Excluded(codec::position_key(before).to_vec());
+    for item in engine.range(table, lower, upper, backward) {
         let (_, value) = item?;
-        if !page.offer(decode(&value, "events", dispatch)?) {
-            return Ok(false);
+        let mut events = codec::decode_batch(&value, "events")?;
+        if backward {
+            events.reverse();
+        }
+        for mut event in events {
+            if event.position <= after {
+                if backward {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if event.position >= before {
+                if backward {
+                    continue;
+                }
+                return Ok(true);
+            }
+            event.dispatched = dispatch.is_dispatched(event.position);
+            if !page.offer(event) {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
+}
+
+/// Feeds the stored events of `stream` with versions in `from..=to` to `visit`, in
+/// version order (or reverse), until it returns `false`.
+fn stream_events(
+    engine: &dyn Engine,
+    dispatch: &DispatchState,
+    stream: &StreamId,
+    from: Version,
+    to: Version,
+    backward: bool,
+    visit: &mut dyn FnMut(RecordedEvent) -> bool,
+) -> Result<()> {
+    let table = Table::StreamEvents;
+    let key = codec::stream_key(stream);
+    let floor = Bound::Included(codec::stream_version_key(&key, 0));
+    let ceiling = Bound::Included(codec::stream_version_key(&key, to));
+    let lower = if backward {
+        floor
+    } else {
+        // Start at the record holding `from`: the last one of this stream that starts at
+        // or below it.
+        let seek = codec::stream_version_key(&key, from);
+        match engine
+            .range(table, floor, Bound::Included(seek.clone()), true)
+            .next()
+        {
+            Some(item) => Bound::Included(item?.0.to_vec()),
+            None => Bound::Included(seek),
+        }
+    };
+    for item in engine.range(table, lower, ceiling, backward) {
+        let (_, value) = item?;
+        let mut events = codec::decode_batch(&value, "stream_events")?;
+        if backward {
+            events.reverse();
+        }
+        for mut event in events {
+            if event.version < from {
+                if backward {
+                    return Ok(());
+                }
+                continue;
+            }
+            if event.version > to {
+                if backward {
+                    continue;
+                }
+                return Ok(());
+            }
+            event.dispatched = dispatch.is_dispatched(event.position);
+            if !visit(event) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Events of one stream by version.
@@ -250,26 +326,26 @@ pub fn read_stream(
     stream: &StreamId,
     read: &StreamRead,
 ) -> Result<Vec<RecordedEvent>> {
-    let key = codec::stream_key(stream);
-    let from = codec::stream_version_key(&key, read.from_version);
-    let to = codec::stream_version_key(&key, read.to_version.unwrap_or(Version::MAX));
     let limit = read.limit.unwrap_or(u64::MAX);
     let mut out = Vec::new();
-    for item in engine.range(
-        Table::StreamEvents,
-        Bound::Included(from),
-        Bound::Included(to),
-        read.direction == Direction::Backward,
-    ) {
-        if out.len() as u64 >= limit {
-            break;
-        }
-        let (_, value) = item?;
-        let event = decode(&value, "stream_events", dispatch)?;
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut visit = |event: RecordedEvent| {
         if event.position <= head {
             out.push(event);
         }
-    }
+        (out.len() as u64) < limit
+    };
+    stream_events(
+        engine,
+        dispatch,
+        stream,
+        read.from_version,
+        read.to_version.unwrap_or(Version::MAX),
+        read.direction == Direction::Backward,
+        &mut visit,
+    )?;
     Ok(out)
 }
 

@@ -17,7 +17,8 @@ use annals_core::{
     StreamId, StreamInfo, StreamSnapshot, Text, Timestamp, Version,
 };
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::engine::{Engine, Table, Write};
@@ -28,6 +29,9 @@ use crate::Shared;
 const STREAM_CACHE_LIMIT: usize = 1 << 20;
 /// Most append requests in one group commit.
 const MAX_GROUP: usize = 1024;
+/// Longest wait for more requests when the previous group had several (well under one
+/// fsync, which the waiting requests would otherwise spend queued anyway).
+const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 
 pub(crate) const META_FROZEN: &[u8] = b"frozen";
 pub(crate) const META_STREAM_COUNT: &[u8] = b"stream_count";
@@ -144,8 +148,7 @@ pub(crate) fn find_event(
     id: &str,
 ) -> Result<Option<(Position, RecordedEvent)>> {
     if let Some(pos) = annals_core::append::position_of_generated_id(id).filter(|p| *p <= head) {
-        if let Some(bytes) = engine.get(Table::Events, &codec::position_key(pos))? {
-            let event = codec::decode_event(&bytes, "events")?;
+        if let Some(event) = event_at(engine, pos)? {
             if event.id == id {
                 return Ok(Some((pos, event)));
             }
@@ -155,13 +158,33 @@ pub(crate) fn find_event(
         return Ok(None);
     };
     let pos = codec::read_u64(&pos, "event_ids")?;
-    let Some(bytes) = engine.get(Table::Events, &codec::position_key(pos))? else {
-        return Err(Error::Corrupted {
+    match event_at(engine, pos)? {
+        Some(event) => Ok(Some((pos, event))),
+        None => Err(Error::Corrupted {
             location: "embedded table event_ids".into(),
             detail: format!("event id {id:?} points at missing position {pos}"),
-        });
+        }),
+    }
+}
+
+/// The stored event at `position`: found in the record of the commit that holds it.
+pub(crate) fn event_at(engine: &dyn Engine, position: Position) -> Result<Option<RecordedEvent>> {
+    let seek = codec::position_key(position).to_vec();
+    let Some(item) = engine
+        .range(
+            Table::Events,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Included(seek),
+            true,
+        )
+        .next()
+    else {
+        return Ok(None);
     };
-    Ok(Some((pos, codec::decode_event(&bytes, "events")?)))
+    let (_, value) = item?;
+    Ok(codec::decode_batch(&value, "events")?
+        .into_iter()
+        .find(|e| e.position == position))
 }
 
 impl Writer {
@@ -194,9 +217,10 @@ impl Writer {
     }
 
     /// Runs until the store closes or every handle is gone.
-    pub(crate) fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    pub(crate) fn run(mut self, commands: Receiver<Command>) {
         let mut queue = Vec::new();
-        while let Some(first) = commands.blocking_recv() {
+        let mut last_group = 1;
+        while let Ok(first) = commands.recv() {
             queue.push(first);
             while queue.len() < MAX_GROUP {
                 match commands.try_recv() {
@@ -204,6 +228,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Concurrent writers were seen in the last group: give the ones still on
+            // their way a moment to join, so they share this fsync instead of waiting
+            // for the next one. A lone writer never waits.
+            if last_group > 1 && queue.len() < last_group {
+                let deadline = std::time::Instant::now() + GROUP_LINGER;
+                while queue.len() < last_group {
+                    match commands.recv_deadline(deadline) {
+                        Ok(c) => queue.push(c),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+            last_group = queue.len();
             let mut group = Group {
                 counters: self.counters.clone(),
                 ..Group::default()
@@ -228,7 +265,6 @@ impl Writer {
                 }
             }
             if let Some((reply, result)) = closing {
-                commands.close();
                 while let Ok(c) = commands.try_recv() {
                     c.fail(Error::Closed);
                 }
@@ -289,19 +325,17 @@ impl Writer {
                         .iter()
                         .position(|e| e.stream != *stream)
                         .map_or(events.len(), |n| run_start + n);
+                    // One record per stream run, keyed by its first version; the
+                    // store-wide record of the whole group is written at commit.
                     let sk = codec::stream_key(stream);
+                    group.writes.push((
+                        Table::StreamEvents,
+                        codec::stream_version_key(&sk, events[run_start].version),
+                        Some(Bytes::from(codec::encode_batch(
+                            events[run_start..run_end].iter(),
+                        ))),
+                    ));
                     for (i, e) in events.iter().enumerate().take(run_end).skip(run_start) {
-                        let record = Bytes::from(codec::encode_event(e));
-                        group.writes.push((
-                            Table::StreamEvents,
-                            codec::stream_version_key(&sk, e.version),
-                            Some(record.clone()),
-                        ));
-                        group.writes.push((
-                            Table::Events,
-                            codec::position_key(e.position).to_vec(),
-                            Some(record),
-                        ));
                         // Generated ids carry their position: no index entry, and no
                         // caller can retry them within this group.
                         if append::position_of_generated_id(&e.id) != Some(e.position) {
@@ -362,6 +396,23 @@ impl Writer {
     }
 
     fn commit_group(&mut self, mut group: Group) {
+        let written = || {
+            group
+                .replies
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok())
+                .filter(|r| !r.retried)
+                .flat_map(|r| r.events.iter())
+        };
+        if let Some(first) = written().next() {
+            // The whole group is one record in the store-wide log.
+            let record = Bytes::from(codec::encode_batch(written()));
+            group.writes.push((
+                Table::Events,
+                codec::position_key(first.position).to_vec(),
+                Some(record),
+            ));
+        }
         if group.writes.is_empty() {
             for (reply, result) in group.replies {
                 let _ = reply.send(result);
@@ -681,10 +732,10 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchSt
             .map_or(Ok(0), |v| codec::read_u64(&v, "meta"))
     };
     let (head, last_timestamp) = match engine.last(Table::Events)? {
-        Some((_, value)) => {
-            let e = codec::decode_event(&value, "events")?;
-            (e.position, Some(e.timestamp))
-        }
+        Some((_, value)) => match codec::decode_batch(&value, "events")?.pop() {
+            Some(e) => (e.position, Some(e.timestamp)),
+            None => (0, None),
+        },
         None => (0, None),
     };
     let secret_next = match engine.last(Table::Secrets)? {
