@@ -151,7 +151,7 @@ pub fn plan(
     }
     let commit_id: Text = request
         .commit_id
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(|| uuid_text(uuid::Uuid::now_v7()))
         .into();
     let mut events = Vec::with_capacity(count);
     let mut position = at.head_position;
@@ -258,9 +258,9 @@ pub fn generated_event_id(position: Position, now: Timestamp) -> String {
     random[2..].copy_from_slice(&low.to_be_bytes());
     // Builder sets the version and variant bits; the variant takes the top two bits of
     // random[2], which are always zero here because positions stay below 2^62.
-    uuid::Builder::from_unix_timestamp_millis(now.as_millis().max(0) as u64, &random)
-        .into_uuid()
-        .to_string()
+    let uuid = uuid::Builder::from_unix_timestamp_millis(now.as_millis().max(0) as u64, &random)
+        .into_uuid();
+    uuid_text(uuid)
 }
 
 /// The position a [`generated_event_id`] carries, if `id` has that form. Callers must
@@ -278,6 +278,12 @@ pub fn position_of_generated_id(id: &str) -> Option<Position> {
     let mut low = [0u8; 8];
     low.copy_from_slice(&b[8..16]);
     Some(u64::from_be_bytes(low) & ((1 << 62) - 1))
+}
+
+/// The hyphenated lower-case form, without going through `fmt` (hot on the append path).
+fn uuid_text(uuid: uuid::Uuid) -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// Cheap per-process noise for the spare bits of generated ids (not security relevant:
