@@ -189,6 +189,13 @@ pub fn read_all(
         let to = upper.min(cached_from);
         scan_events(engine, &mut page, dispatch, 0, to, true)?;
     } else {
+        // Undispatched events all lie above the dispatch watermark: an outbox poll does
+        // not rescan the dispatched history.
+        let mut start = start;
+        if read.filter.dispatched == Some(false) && dispatch.watermark > start {
+            start = dispatch.watermark.min(head);
+            page.passed(start);
+        }
         let storage_to = head.min(cached_from - 1);
         let mut more = true;
         if start < storage_to {
