@@ -15,7 +15,7 @@ use futures::StreamExt;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "annals-data".to_owned());
+        .unwrap_or_else(|| "annals-data/quickstart".to_owned());
     let store = EmbeddedStore::open(&dir)?;
     let before = store.describe().await?;
     println!(

@@ -1,0 +1,786 @@
+//! # annals
+//!
+//! The command line of Annals: `annals serve` runs the HTTP server on a data directory;
+//! every other verb talks to a server (`--url`, default `http://127.0.0.1:2113`) about one
+//! store (`--store`, default `default`).
+//!
+//! ```text
+//! annals serve --data ./annals-data
+//! annals create
+//! annals append '{"aggregateId": "acc-1", "type": "Opened", "payload": {"owner": "ann"}}'
+//! annals read --json
+//! annals tail
+//! annals export > events.ndjson
+//! annals streams; annals describe; annals freeze; annals unfreeze
+//! annals snapshot get|put|rm KEY; annals secret get|set|rm ID
+//! ```
+//!
+//! Output is human-readable by default; `--json` prints one JSON object per line.
+//! A server started with `--token-file` needs a token: `--token` or `ANNALS_TOKEN`.
+//!
+//! Exit codes: 0 success; 1 usage or invalid input; 2 not found or conflict (unknown
+//! store or event, version conflict, duplicate id, frozen store, already (un)frozen);
+//! 3 the server cannot be reached; 4 any other failure.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::Value;
+
+use annals_client::{ConnectionError, HttpStore, RemoteError};
+use annals_core::{
+    AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion, Json,
+    ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, StreamId, StreamWrite, Subscribe,
+    Timestamp,
+};
+use annals_server::{Server, ServerConfig};
+
+/// The store the CLI uses without `--store`; `annals serve` creates it.
+const DEFAULT_STORE: &str = "default";
+
+const EXIT_HELP: &str = "Exit codes:
+  0  success
+  1  usage error or invalid input
+  2  not found or conflict (unknown store or event, version conflict, duplicate id,
+     frozen store, already frozen / not frozen, store already exists)
+  3  the server cannot be reached
+  4  any other failure";
+
+/// Annals event store: run the server, or talk to one.
+#[derive(Parser)]
+#[command(name = "annals", version, after_help = EXIT_HELP)]
+struct Cli {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:2113",
+        env = "ANNALS_URL"
+    )]
+    url: String,
+    /// The store to use.
+    #[arg(long, global = true, default_value = DEFAULT_STORE, env = "ANNALS_STORE")]
+    store: String,
+    /// The bearer token for a server started with a token file.
+    #[arg(long, global = true, env = "ANNALS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server on a data directory (one subdirectory per store); creates the
+    /// store `default` if it is missing.
+    Serve {
+        /// The data directory.
+        #[arg(long, default_value = "./annals-data")]
+        data: PathBuf,
+        /// The address to listen on (loopback only, unless a token file is given).
+        #[arg(long, default_value = annals_server::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Bearer tokens, one `<token> read-write|read-only` per line; every `/v1`
+        /// request then needs one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Create the store.
+    Create,
+    /// Append events: a JSON event, an array of events or `{"events": [...]}` (API.md
+    /// form, each with `aggregateId`), from the argument or from standard input.
+    Append {
+        /// The events; `-` or absent reads standard input.
+        events: Option<String>,
+        /// Only append if the stream is at this version (0 = must not exist; `any`,
+        /// `exists`); needs every event in one stream.
+        #[arg(long)]
+        expected_version: Option<String>,
+        /// The commit id shared by the events.
+        #[arg(long)]
+        commit_id: Option<String>,
+        /// Print the stored events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read events in position order.
+    Read {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this position.
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        reverse: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every event (after `--after`) as NDJSON, one event per line, in position order.
+    Export {
+        /// Start after this position.
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Follow new events live (from the current head, or after `--after`).
+    Tail {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start after this position (0 = every stored event first).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List streams ordered by their first event.
+    Streams {
+        /// Only this context.
+        #[arg(long)]
+        context: Option<String>,
+        /// Only this aggregate.
+        #[arg(long)]
+        aggregate: Option<String>,
+        /// At most this many streams.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the store's counts, head position and freeze flag.
+    Describe {
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse writes to the store.
+    Freeze,
+    /// Accept writes to the store again.
+    Unfreeze,
+    /// Keyed snapshots: get, put, rm.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+    /// Secrets (crypto-shredding keys): get, set, rm.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotAction {
+    /// Print a keyed snapshot's content.
+    Get {
+        /// The key.
+        key: String,
+        /// As one JSON object with the key and timestamp.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save a keyed snapshot (replacing any under the key).
+    Put {
+        /// The key.
+        key: String,
+        /// The content; `-` or absent reads standard input.
+        content: Option<String>,
+    },
+    /// Delete a keyed snapshot.
+    Rm {
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Print a secret (`(deleted)` once erased).
+    Get {
+        /// The secret's id.
+        id: String,
+        /// As one JSON object with the id and idx.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a secret under a new id (ids are never reused).
+    Set {
+        /// The secret's id.
+        id: String,
+        /// The secret; `-` or absent reads standard input.
+        secret: Option<String>,
+    },
+    /// Erase a secret for good (its id stays used).
+    Rm {
+        /// The secret's id.
+        id: String,
+    },
+}
+
+/// The argument, or standard input when it is absent or `-`.
+fn argument_or_stdin(arg: Option<String>) -> Result<String, Failure> {
+    match arg.as_deref() {
+        None | Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::usage(format!("cannot read standard input: {e}")))?;
+            Ok(s)
+        }
+        Some(s) => Ok(s.to_owned()),
+    }
+}
+
+#[derive(Args)]
+struct FilterArgs {
+    /// Only these aggregate ids (repeatable).
+    #[arg(long = "aggregate-id")]
+    aggregate_ids: Vec<String>,
+    /// Only this aggregate.
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// Only this context.
+    #[arg(long)]
+    context: Option<String>,
+    /// Only these event types (repeatable).
+    #[arg(long = "type")]
+    types: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> EventFilter {
+        EventFilter {
+            context: self.context.clone(),
+            aggregate: self.aggregate.clone(),
+            aggregate_ids: self.aggregate_ids.clone(),
+            event_types: self.types.clone(),
+            ..EventFilter::default()
+        }
+    }
+}
+
+/// A failure and the exit code it gets.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::InvalidInput => 1,
+            ErrorKind::NotFound
+            | ErrorKind::WrongExpectedVersion
+            | ErrorKind::VersionConflict
+            | ErrorKind::DuplicateEventId
+            | ErrorKind::Frozen
+            | ErrorKind::AlreadyFrozen
+            | ErrorKind::NotFrozen
+            | ErrorKind::SecretAlreadyExists => 2,
+            _ => match &e {
+                Error::Backend { source, .. } => {
+                    let source: &(dyn std::error::Error + 'static) = &**source;
+                    if source.downcast_ref::<ConnectionError>().is_some() {
+                        3
+                    } else if source
+                        .downcast_ref::<RemoteError>()
+                        .is_some_and(|r| r.status == 409 || r.status == 404)
+                    {
+                        2
+                    } else {
+                        4
+                    }
+                }
+                _ => 4,
+            },
+        };
+        let message = if code == 3 {
+            format!("cannot reach the server: {e}")
+        } else {
+            e.to_string()
+        };
+        Failure { code, message }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("annals: cannot start the async runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("annals: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Serve {
+        data,
+        listen,
+        token_file,
+    } = cli.command
+    {
+        return serve(data, listen, token_file).await;
+    }
+    let mut store = HttpStore::new(&cli.url, &cli.store)?;
+    if let Some(token) = &cli.token {
+        store = store.with_token(token.clone());
+    }
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Serve { .. } => Ok(()),
+        Command::Create => {
+            store.create().await?;
+            let _ = writeln!(out, "created store {}", cli.store);
+            Ok(())
+        }
+        Command::Append {
+            events,
+            expected_version,
+            commit_id,
+            json,
+        } => {
+            let text = argument_or_stdin(events)?;
+            let mut request = append_request(&text, expected_version.as_deref())?;
+            request.commit_id = commit_id;
+            let result = store.append(request).await?;
+            if json {
+                for e in &result.events {
+                    print_json(&mut out, e);
+                }
+            } else {
+                let _ = writeln!(
+                    out,
+                    "appended {} event(s), commit {}, head position {}",
+                    result.events.len(),
+                    result.commit_id,
+                    result.head_position
+                );
+            }
+            Ok(())
+        }
+        Command::Read {
+            filter,
+            after,
+            limit,
+            reverse,
+            json,
+        } => {
+            let read = ReadAll {
+                from: after.map_or(ReadFrom::Start, ReadFrom::Position),
+                direction: if reverse {
+                    Direction::Backward
+                } else {
+                    Direction::Forward
+                },
+                filter: filter.filter(),
+                skip: 0,
+                limit,
+            };
+            let page = store.read_all(read).await?;
+            if !json {
+                print_header(&mut out);
+            }
+            for e in &page.events {
+                print_event(&mut out, e, json);
+            }
+            Ok(())
+        }
+        Command::Export { after } => {
+            let mut read = ReadAll::forward().after(after.unwrap_or(0)).limit(1000);
+            loop {
+                let page = store.read_all(read.clone()).await?;
+                for e in &page.events {
+                    print_json(&mut out, e);
+                }
+                if page.end || page.events.is_empty() {
+                    break;
+                }
+                read = read.cursor(page.next_cursor);
+            }
+            let _ = out.flush();
+            Ok(())
+        }
+        Command::Tail {
+            filter,
+            after,
+            count,
+            json,
+        } => {
+            let from = match after {
+                Some(p) => p,
+                None => store.describe().await?.head_position,
+            };
+            let mut live = store.subscribe(Subscribe::after(from).filter(filter.filter()));
+            if !json && std::io::stdout().is_terminal() {
+                print_header(&mut out);
+            }
+            let mut seen = 0u64;
+            while count.is_none_or(|c| seen < c) {
+                let next = tokio::select! {
+                    next = live.next() => next,
+                    _ = tokio::signal::ctrl_c() => None,
+                };
+                match next {
+                    Some(Ok(e)) => {
+                        print_event(&mut out, &e, json);
+                        let _ = out.flush();
+                        seen += 1;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break,
+                }
+            }
+            Ok(())
+        }
+        Command::Streams {
+            context,
+            aggregate,
+            limit,
+            json,
+        } => {
+            let page = store
+                .list_streams(ListStreams {
+                    context,
+                    aggregate,
+                    limit,
+                    ..ListStreams::default()
+                })
+                .await?;
+            if !json {
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:>8} {:>10} {:<24}",
+                    "STREAM", "VERSION", "FIRST POS", "CREATED"
+                );
+            }
+            for s in &page.streams {
+                if json {
+                    let v = serde_json::json!({
+                        "aggregateId": s.stream.id,
+                        "aggregate": optional(&s.stream.aggregate),
+                        "context": optional(&s.stream.context),
+                        "version": s.version,
+                        "firstTimestamp": s.first_timestamp,
+                        "firstPosition": s.first_position,
+                        "lastPosition": s.last_position,
+                    });
+                    let _ = writeln!(out, "{v}");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{:<40} {:>8} {:>10} {:<24}",
+                        s.stream.to_string(),
+                        s.version,
+                        s.first_position,
+                        s.first_timestamp.to_string()
+                    );
+                }
+            }
+            if page.next_page_token.is_some() && !json {
+                let _ = writeln!(out, "(more streams: raise --limit)");
+            }
+            Ok(())
+        }
+        Command::Describe { json } => {
+            let d = store.describe().await?;
+            if json {
+                let v = serde_json::json!({
+                    "store": cli.store,
+                    "eventCount": d.event_count,
+                    "streamCount": d.stream_count,
+                    "headPosition": d.head_position,
+                    "lastEventTimestamp": d.last_event_timestamp,
+                    "frozen": d.frozen,
+                    "secretCount": d.secret_count,
+                    "setSecretCount": d.set_secret_count,
+                    "deletedSecretCount": d.deleted_secret_count,
+                });
+                let _ = writeln!(out, "{v}");
+            } else {
+                let last = d
+                    .last_event_timestamp
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
+                let _ = writeln!(out, "store:          {}", cli.store);
+                let _ = writeln!(out, "events:         {}", d.event_count);
+                let _ = writeln!(out, "streams:        {}", d.stream_count);
+                let _ = writeln!(out, "head position:  {}", d.head_position);
+                let _ = writeln!(out, "last event:     {last}");
+                let _ = writeln!(out, "frozen:         {}", d.frozen);
+                let _ = writeln!(
+                    out,
+                    "secrets:        {} ({} set, {} deleted)",
+                    d.secret_count, d.set_secret_count, d.deleted_secret_count
+                );
+            }
+            Ok(())
+        }
+        Command::Freeze => {
+            store.freeze().await?;
+            let _ = writeln!(out, "store {} frozen", cli.store);
+            Ok(())
+        }
+        Command::Unfreeze => {
+            store.unfreeze().await?;
+            let _ = writeln!(out, "store {} unfrozen", cli.store);
+            Ok(())
+        }
+        Command::Snapshot { action } => snapshot(&store, action, &mut out).await,
+        Command::Secret { action } => secret(&store, action, &mut out).await,
+    }
+}
+
+async fn snapshot(
+    store: &HttpStore,
+    action: SnapshotAction,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    match action {
+        SnapshotAction::Get { key, json } => {
+            let s = store
+                .load_snapshot(&key)
+                .await?
+                .ok_or_else(|| Failure::from(Error::not_found("snapshot", key)))?;
+            if json {
+                let v = serde_json::json!({"key": s.key, "content": s.content, "timestamp": s.timestamp});
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(out, "{}", s.content);
+            }
+        }
+        SnapshotAction::Put { key, content } => {
+            let content = argument_or_stdin(content)?;
+            store.save_snapshot(&key, &content).await?;
+        }
+        SnapshotAction::Rm { key } => {
+            if !store.drop_snapshot(&key).await? {
+                return Err(Error::not_found("snapshot", key).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn secret(
+    store: &HttpStore,
+    action: SecretAction,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    match action {
+        SecretAction::Get { id, json } => {
+            let s = store
+                .get_secret(&id)
+                .await?
+                .ok_or_else(|| Failure::from(Error::not_found("secret", id)))?;
+            if json {
+                let v = serde_json::json!({"idx": s.idx, "id": s.id, "secret": s.secret});
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(out, "{}", s.secret.as_deref().unwrap_or("(deleted)"));
+            }
+        }
+        SecretAction::Set { id, secret } => {
+            let secret = argument_or_stdin(secret)?;
+            let s = store.set_secret(&id, secret.trim_end_matches('\n')).await?;
+            let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+        }
+        SecretAction::Rm { id } => store.delete_secret(&id).await?,
+    }
+    Ok(())
+}
+
+async fn serve(
+    data: PathBuf,
+    listen: SocketAddr,
+    token_file: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = ServerConfig::new(&data).listen(listen);
+    if let Some(path) = token_file {
+        config.tokens = Some(annals_server::Tokens::from_file(&path).map_err(Failure::usage)?);
+    }
+    let server = Server::bind(config).await.map_err(|e| Failure {
+        code: match e {
+            annals_server::ServeError::NotLoopback(_) => 1,
+            _ => 4,
+        },
+        message: e.to_string(),
+    })?;
+    if server.ensure_store(DEFAULT_STORE).map_err(|e| Failure {
+        code: 4,
+        message: format!("cannot create the store {DEFAULT_STORE:?}: {e}"),
+    })? {
+        eprintln!("annals: created the store {DEFAULT_STORE:?}");
+    }
+    println!(
+        "annals: serving {} on http://{}",
+        data.display(),
+        server.local_addr()
+    );
+    server.run().await.map_err(|e| Failure {
+        code: 4,
+        message: e.to_string(),
+    })
+}
+
+fn optional(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn print_header(out: &mut impl Write) {
+    let _ = writeln!(
+        out,
+        "{:>8}  {:<24}  {:<30} {:>7}  {:<20} PAYLOAD",
+        "POSITION", "TIMESTAMP", "STREAM", "VERSION", "TYPE"
+    );
+}
+
+fn print_json(out: &mut impl Write, e: &RecordedEvent) {
+    match serde_json::to_string(e) {
+        Ok(line) => {
+            let _ = writeln!(out, "{line}");
+        }
+        Err(err) => eprintln!("annals: event {} is not printable: {err}", e.position),
+    }
+}
+
+fn print_event(out: &mut impl Write, e: &RecordedEvent, json: bool) {
+    if json {
+        print_json(out, e);
+    } else {
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<24}  {:<30} {:>7}  {:<20} {}",
+            e.position,
+            e.timestamp.to_string(),
+            e.stream.to_string(),
+            e.version,
+            e.event_type.as_str(),
+            e.payload.to_string().trim()
+        );
+    }
+}
+
+/// The events of `text` (API.md append form) as an append request.
+fn append_request(text: &str, expected: Option<&str>) -> Result<AppendRequest, Failure> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Failure::usage(format!("the events are not JSON: {e}")))?;
+    let events = match value {
+        Value::Array(events) => events,
+        Value::Object(mut o) if o.contains_key("events") => match o.remove("events") {
+            Some(Value::Array(events)) => events,
+            _ => return Err(Failure::usage("\"events\" must be an array")),
+        },
+        v @ Value::Object(_) => vec![v],
+        _ => {
+            return Err(Failure::usage(
+                "give an event object, an array of events or {\"events\": [...]}",
+            ))
+        }
+    };
+    let mut writes: Vec<StreamWrite> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let field = |name: &str| e.get(name).and_then(Value::as_str).map(str::to_owned);
+        let stream = StreamId {
+            context: field("context").unwrap_or_default(),
+            aggregate: field("aggregate").unwrap_or_default(),
+            id: field("aggregateId")
+                .ok_or_else(|| Failure::usage(format!("event {i} has no \"aggregateId\"")))?,
+        };
+        let json = |name: &str| -> Result<Json, Failure> {
+            match e.get(name) {
+                Some(v) => Json::from_value(v).map_err(|err| Failure::usage(err.to_string())),
+                None => Ok(Json::null()),
+            }
+        };
+        let timestamp = match e.get("timestamp").and_then(Value::as_str) {
+            Some(t) => Some(
+                Timestamp::parse_rfc3339(t)
+                    .map_err(|err| Failure::usage(format!("event {i}: {err}")))?,
+            ),
+            None => None,
+        };
+        let proposed = ProposedEvent {
+            id: field("id"),
+            event_type: field("type").unwrap_or_default(),
+            payload: json("payload")?,
+            metadata: json("metadata")?,
+            timestamp,
+            version: e.get("version").and_then(Value::as_u64),
+        };
+        match writes.iter_mut().find(|w| w.stream == stream) {
+            Some(w) => w.events.push(proposed),
+            None => writes.push(StreamWrite {
+                stream,
+                expected: ExpectedVersion::Any,
+                events: vec![proposed],
+            }),
+        }
+    }
+    if let Some(expected) = expected {
+        let expected = match expected {
+            "any" => ExpectedVersion::Any,
+            "exists" => ExpectedVersion::StreamExists,
+            "0" => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n.parse().map_err(|_| {
+                Failure::usage(format!(
+                    "--expected-version {n:?} is not a version, \"any\" or \"exists\""
+                ))
+            })?),
+        };
+        match writes.as_mut_slice() {
+            [only] => only.expected = expected,
+            _ => {
+                return Err(Failure::usage(
+                    "--expected-version needs every event in one stream",
+                ))
+            }
+        }
+    }
+    Ok(AppendRequest {
+        commit_id: None,
+        writes,
+    })
+}

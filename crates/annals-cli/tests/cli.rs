@@ -1,0 +1,315 @@
+//! The `annals` binary as a process, against a server started by the test.
+
+// Test code panics on failure by design: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// A server for the whole test binary, on its own thread and runtime.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("annals-cli-tests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let server = annals_server::Server::bind(
+                    annals_server::ServerConfig::new(dir)
+                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+                )
+                .await
+                .unwrap();
+                tx.send(format!("http://{}", server.local_addr())).unwrap();
+                server.run_until(std::future::pending()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+fn annals(store: &str) -> Command {
+    let mut c = Command::cargo_bin("annals").unwrap();
+    c.args(["--url", server_url(), "--store", store]);
+    c
+}
+
+fn stdout(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn create_append_read_describe_streams() {
+    stdout(annals("s1").arg("create"));
+    let out = stdout(annals("s1").args([
+        "append",
+        r#"[{"aggregateId":"acc-1","aggregate":"account","type":"Opened","payload":{"owner":"ann"}},
+            {"aggregateId":"acc-1","aggregate":"account","type":"Deposited","payload":{"amount":5}}]"#,
+    ]));
+    assert!(out.contains("appended 2 event(s)"), "{out}");
+    // From standard input, with an expected version.
+    stdout(
+        annals("s1")
+            .args(["append", "--expected-version", "2"])
+            .write_stdin(r#"{"aggregateId":"acc-1","aggregate":"account","type":"Withdrawn"}"#),
+    );
+
+    let out = stdout(annals("s1").args(["read", "--json"]));
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["payload"]["owner"], "ann");
+    assert_eq!(events[2]["type"], "Withdrawn");
+    assert_eq!(events[2]["version"], 3);
+
+    let out = stdout(annals("s1").args(["read", "--type", "Deposited"]));
+    assert!(out.contains("POSITION"), "{out}");
+    assert!(
+        out.contains("Deposited") && !out.contains("Opened"),
+        "{out}"
+    );
+
+    let out = stdout(annals("s1").args(["export", "--after", "1"]));
+    let positions: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(positions, [2, 3]);
+
+    let out = stdout(annals("s1").args(["describe", "--json"]));
+    let d: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (d["eventCount"].as_u64(), d["headPosition"].as_u64()),
+        (Some(3), Some(3))
+    );
+
+    let out = stdout(annals("s1").args(["streams", "--json"]));
+    let s: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (s["aggregateId"].as_str(), s["version"].as_u64()),
+        (Some("acc-1"), Some(3))
+    );
+}
+
+#[test]
+fn conflicts_and_unknown_stores_exit_2_with_one_line() {
+    stdout(annals("s2").arg("create"));
+    let out = annals("s2")
+        .args([
+            "append",
+            "--expected-version",
+            "5",
+            r#"{"aggregateId":"a"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("wrong expected version"), "{err}");
+
+    let out = annals("nope").arg("describe").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store not found"));
+
+    stdout(annals("s2").arg("freeze"));
+    let out = annals("s2").arg("freeze").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = annals("s2")
+        .args(["append", r#"{"aggregateId":"a"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frozen"));
+    stdout(annals("s2").arg("unfreeze"));
+}
+
+#[test]
+fn usage_errors_exit_1_and_unreachable_servers_exit_3() {
+    let out = annals("s3").arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = annals("s3").args(["append", "not json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::cargo_bin("annals")
+        .unwrap()
+        .args(["--url", "http://127.0.0.1:9", "describe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+    let help = stdout(Command::cargo_bin("annals").unwrap().arg("--help"));
+    assert!(help.contains("Exit codes"), "{help}");
+}
+
+#[test]
+fn tail_follows_live_events() {
+    stdout(annals("s4").arg("create"));
+    stdout(annals("s4").args(["append", r#"{"aggregateId":"a","type":"Old"}"#]));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
+        .args([
+            "--url",
+            server_url(),
+            "--store",
+            "s4",
+            "tail",
+            "--json",
+            "--count",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the subscription start at the current head, then append twice.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stdout(annals("s4").args(["append", r#"{"aggregateId":"a","type":"New1"}"#]));
+    stdout(annals("s4").args(["append", r#"{"aggregateId":"a","type":"New2"}"#]));
+    let lines: Vec<Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(child.wait().unwrap().success());
+    let types: Vec<_> = lines.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["New1", "New2"]);
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("annals")
+        .unwrap()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn serve_answers_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let out = Command::cargo_bin("annals")
+        .unwrap()
+        .args(["--url", &url, "--store", "x", "create"])
+        .output()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn snapshot_and_secret_verbs() {
+    stdout(annals("s5").arg("create"));
+    stdout(annals("s5").args(["snapshot", "put", "k1", "state-1"]));
+    assert_eq!(
+        stdout(annals("s5").args(["snapshot", "get", "k1"])),
+        "state-1\n"
+    );
+    stdout(annals("s5").args(["snapshot", "rm", "k1"]));
+    let out = annals("s5")
+        .args(["snapshot", "get", "k1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = stdout(
+        annals("s5")
+            .args(["secret", "set", "user-1"])
+            .write_stdin("hunter2\n"),
+    );
+    assert!(out.contains("idx 0"), "{out}");
+    assert_eq!(
+        stdout(annals("s5").args(["secret", "get", "user-1"])),
+        "hunter2\n"
+    );
+    stdout(annals("s5").args(["secret", "rm", "user-1"]));
+    assert_eq!(
+        stdout(annals("s5").args(["secret", "get", "user-1"])),
+        "(deleted)\n"
+    );
+    let out = annals("s5")
+        .args(["secret", "set", "user-1", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_with_a_token_file_and_a_client_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, "# test\nsecret-1 read-write\n").unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let without = Command::cargo_bin("annals")
+        .unwrap()
+        .env_remove("ANNALS_TOKEN")
+        .args(["--url", &url, "describe"])
+        .output()
+        .unwrap();
+    let with = Command::cargo_bin("annals")
+        .unwrap()
+        .env("ANNALS_TOKEN", "secret-1")
+        .args(["--url", &url, "describe"])
+        .output()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(without.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("unauthorized"));
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+}

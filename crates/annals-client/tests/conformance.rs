@@ -1,0 +1,61 @@
+//! The HTTP client runs the whole conformance suite, unchanged, against a real server on
+//! 127.0.0.1 (one server for the test binary; each test gets a fresh store on it).
+
+// Test helpers panic on failure by design: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use annals_client::HttpStore;
+use annals_embedded::EmbeddedOptions;
+use annals_server::{Server, ServerConfig};
+use annals_testkit::TestStore;
+
+/// The base URL of the server shared by the tests of this binary. It runs on its own
+/// thread and runtime, since every test has a runtime of its own.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("annals-client-conformance-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let mut config =
+                    ServerConfig::new(dir).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+                // Small caches: many stores are open at once while the suite runs.
+                config.embedded = EmbeddedOptions {
+                    cache_bytes: 4 << 20,
+                    tail_cache_bytes: 4 << 10,
+                    max_journal_bytes: 64 << 20,
+                };
+                let server = Server::bind(config).await.expect("bind the test server");
+                tx.send(format!("http://{}", server.local_addr()))
+                    .expect("send url");
+                server
+                    .run_until(std::future::pending())
+                    .await
+                    .expect("serve");
+            });
+        });
+        rx.recv().expect("the test server starts")
+    })
+}
+
+async fn fresh() -> TestStore {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let store = HttpStore::new(server_url(), &name).expect("client");
+    store.create().await.expect("create the store");
+    TestStore::new(Arc::new(store))
+}
+
+annals_testkit::conformance_suite!(fresh());

@@ -1,0 +1,217 @@
+//! # annals-server
+//!
+//! The HTTP server of Annals (`annals serve`): the JSON API of `API.md` over many stores,
+//! each an embedded store in its own directory under the data directory, and live
+//! subscriptions as Server-Sent Events.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), annals_server::ServeError> {
+//! let server = annals_server::Server::bind(annals_server::ServerConfig::new("./annals-data")).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run().await
+//! # }
+//! ```
+//!
+//! With [`ServerConfig::tokens`] (a token file), every `/v1` request needs
+//! `Authorization: Bearer <token>` (401 without, 403 for a read-only token on a write);
+//! without tokens the server refuses to listen on anything but a loopback address.
+//!
+//! ## Routes
+//! Those of `API.md` for stores (`PUT`/`GET`/`DELETE /v1/stores/{store}`, `freeze`,
+//! `unfreeze`), events (append, read, export, mark dispatched), streams, stream and keyed
+//! snapshots, secrets, live subscriptions (`/subscribe`, SSE), `/healthz`, `/metrics` and
+//! `/v1/openapi.json`; plus these extensions, which the HTTP client needs to implement
+//! the whole `EventStore` trait:
+//! - `GET /v1/stores/{store}/streams/info?aggregateId=&aggregate=&context=` →
+//!   `{"stream": <stream info> | null}`;
+//! - `GET /v1/stores/{store}/streams/events?aggregateId=&aggregate=&context=&fromVersion=&toVersion=&reverse=&limit=`
+//!   → `{"events": [...]}` (one stream by version);
+//! - `GET /events` takes `cursor=` and answers `nextCursor` and `end`; `GET /streams`
+//!   takes `pageToken=` and answers `nextPageToken`;
+//! - the append body may give `writes: [{aggregateId, aggregate, context,
+//!   expectedVersion, events}]` instead of `events` (one expectation per stream);
+//! - events carry `payloadPadding`/`metadataPadding` (whitespace around the JSON, so
+//!   payloads round-trip byte for byte) and may be sent as `payloadBytes` (not JSON:
+//!   refused by the store exactly as in-process);
+//! - SSE sends `event: error` (the error body) or `event: end` when the store ends a
+//!   subscription, so a client can tell that from a dropped connection.
+
+mod auth;
+mod error;
+mod metrics;
+mod openapi;
+mod registry;
+mod routes;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use annals_embedded::EmbeddedOptions;
+
+pub use auth::{Role, Tokens};
+pub use error::ApiError;
+pub use registry::MAX_STORE_NAME;
+
+/// The address `annals serve` listens on by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";
+
+/// How a server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory: one subdirectory per store.
+    pub data_dir: PathBuf,
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The options of every embedded store the server opens.
+    pub embedded: EmbeddedOptions,
+    /// Bearer tokens every `/v1` request must carry; without them the server only
+    /// listens on a loopback address.
+    pub tokens: Option<Tokens>,
+}
+
+impl ServerConfig {
+    /// Stores under `data_dir`, listening on [`DEFAULT_LISTEN`], default store options.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
+            embedded: EmbeddedOptions::default(),
+            tokens: None,
+        }
+    }
+
+    /// Sets the listen address.
+    pub fn listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+}
+
+/// Why the server could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is not a loopback one and there is no authentication yet.
+    #[error("refusing to listen on {0}: without a token file (--token-file) the server only listens on a loopback address (127.0.0.1, ::1)")]
+    NotLoopback(SocketAddr),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Binding or serving failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// A server bound to its address, ready to run.
+pub struct Server {
+    registry: Arc<registry::Registry>,
+    tokens: Option<Tokens>,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Creates the data directory and binds the listen address.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        if !config.listen.ip().is_loopback() && config.tokens.is_none() {
+            return Err(ServeError::NotLoopback(config.listen));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Io {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Io {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(Server {
+            registry: Arc::new(registry::Registry::new(config.data_dir, config.embedded)),
+            tokens: config.tokens,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address the server listens on (with the port picked when it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Creates the store `name` unless it exists; `true` when it was created.
+    pub fn ensure_store(&self, name: &str) -> Result<bool, ApiError> {
+        match self.registry.create(name) {
+            Ok(()) => Ok(true),
+            Err(ApiError::StoreAlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run(self) -> Result<(), ServeError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting connections, closes every
+    /// store (in-flight appends finish, subscriptions end) and waits for open requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let registry = Arc::clone(&self.registry);
+        let app = routes::router(Arc::clone(&self.registry), self.tokens.clone());
+        tracing::info!(addr = %self.addr, "annals server listening");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing stores");
+                registry.close_all().await;
+            })
+            .await
+            .map_err(|source| ServeError::Io {
+                addr: self.addr,
+                source,
+            })
+    }
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

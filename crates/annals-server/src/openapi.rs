@@ -1,0 +1,254 @@
+//! `GET /v1/openapi.json`: the OpenAPI 3.1 document, built from the table of operations
+//! below (a test checks every operation in it against the routes the server answers).
+
+use serde_json::{json, Map, Value};
+
+/// One operation of the API.
+pub(crate) struct Operation {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    ok: u16,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    ok: u16,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        id,
+        summary,
+        ok,
+    }
+}
+
+/// Every operation the server answers.
+pub(crate) const OPERATIONS: &[Operation] = &[
+    op("get", "/healthz", "health", "Liveness check: `ok`.", 200),
+    op(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus text metrics.",
+        200,
+    ),
+    op("get", "/v1/openapi.json", "openapi", "This document.", 200),
+    op(
+        "put",
+        "/v1/stores/{store}",
+        "createStore",
+        "Create a store.",
+        201,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}",
+        "describeStore",
+        "Counts, head position, freeze flag.",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}",
+        "dropStore",
+        "Delete a store and all its data.",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/freeze",
+        "freeze",
+        "Refuse writes.",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/unfreeze",
+        "unfreeze",
+        "Accept writes again.",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/events",
+        "append",
+        "Append events atomically.",
+        201,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/events",
+        "readEvents",
+        "Read events by position, filtered.",
+        200,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/events/export",
+        "exportEvents",
+        "Stored events as NDJSON.",
+        200,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/events/{id}/dispatched",
+        "markDispatched",
+        "Mark an event dispatched.",
+        204,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/streams",
+        "listStreams",
+        "List streams by first event.",
+        200,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/streams/info",
+        "streamInfo",
+        "One stream's version and positions (extension).",
+        200,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/streams/events",
+        "readStream",
+        "One stream's events by version (extension).",
+        200,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/snapshots",
+        "saveStreamSnapshot",
+        "Save a stream snapshot.",
+        201,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/snapshots",
+        "pruneStreamSnapshots",
+        "Keep the newest N snapshots of a stream.",
+        200,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/snapshots/latest",
+        "latestStreamSnapshot",
+        "The newest snapshot at or below a version.",
+        200,
+    ),
+    op(
+        "put",
+        "/v1/stores/{store}/snapshot-keys/{key}",
+        "saveSnapshot",
+        "Save a keyed snapshot.",
+        204,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/snapshot-keys/{key}",
+        "loadSnapshot",
+        "Load a keyed snapshot.",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/snapshot-keys/{key}",
+        "dropSnapshot",
+        "Delete a keyed snapshot.",
+        204,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/secrets",
+        "listSecrets",
+        "Secrets by index.",
+        200,
+    ),
+    op(
+        "put",
+        "/v1/stores/{store}/secrets/{id}",
+        "setSecret",
+        "Store a secret under a new id.",
+        201,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/secrets/{id}",
+        "getSecret",
+        "Read a secret.",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/secrets/{id}",
+        "deleteSecret",
+        "Erase a secret for good.",
+        204,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/subscribe",
+        "subscribe",
+        "Catch-up then live events as Server-Sent Events.",
+        200,
+    ),
+];
+
+/// The path parameters of a templated path.
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+/// The OpenAPI 3.1 document.
+pub(crate) fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPERATIONS {
+        let entry = paths.entry(o.path.to_owned()).or_insert_with(|| json!({}));
+        let status = o.ok.to_string();
+        let mut responses = Map::new();
+        responses.insert(status, json!({"description": "success"}));
+        responses.insert(
+            "default".into(),
+            json!({
+                "description": "an error (API.md status table)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            }),
+        );
+        if let Some(methods) = entry.as_object_mut() {
+            methods.insert(
+                o.method.to_owned(),
+                json!({
+                    "operationId": o.id,
+                    "summary": o.summary,
+                    "parameters": path_parameters(o.path),
+                    "responses": responses,
+                }),
+            );
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Annals HTTP API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": {"Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}
+            }}
+        }}}
+    })
+}

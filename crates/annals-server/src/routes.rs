@@ -1,0 +1,645 @@
+//! The handlers of API.md, one per route.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json as JsonBody, Router};
+use futures::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+use annals_core::{
+    Cursor, Direction, Error, EventFilter, EventStream, ListStreams, NewStreamSnapshot, ReadAll,
+    ReadFrom, SecretQuery, StreamPageToken, StreamRead, Subscribe,
+};
+
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::wire::{self, parse_body, AppendBody, Params};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// How often an idle subscription gets a keep-alive comment.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Every route of the server.
+pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { JsonBody(crate::openapi::document()) }),
+        )
+        .route(
+            "/v1/stores/{store}",
+            put(create_store).get(describe).delete(drop_store),
+        )
+        .route("/v1/stores/{store}/freeze", post(freeze))
+        .route("/v1/stores/{store}/unfreeze", post(unfreeze))
+        .route("/v1/stores/{store}/events", post(append).get(read_all))
+        .route(
+            "/v1/stores/{store}/events/{id}/dispatched",
+            post(mark_dispatched),
+        )
+        .route("/v1/stores/{store}/events/export", get(export))
+        .route("/v1/stores/{store}/streams", get(list_streams))
+        .route("/v1/stores/{store}/streams/info", get(stream_info))
+        .route("/v1/stores/{store}/streams/events", get(read_stream))
+        .route(
+            "/v1/stores/{store}/snapshots",
+            post(save_stream_snapshot).delete(prune_stream_snapshots),
+        )
+        .route(
+            "/v1/stores/{store}/snapshots/latest",
+            get(latest_stream_snapshot),
+        )
+        .route(
+            "/v1/stores/{store}/snapshot-keys/{key}",
+            put(save_snapshot).get(load_snapshot).delete(drop_snapshot),
+        )
+        .route("/v1/stores/{store}/secrets", get(list_secrets))
+        .route(
+            "/v1/stores/{store}/secrets/{id}",
+            put(set_secret).get(get_secret).delete(delete_secret),
+        )
+        .route("/v1/stores/{store}/subscribe", get(subscribe))
+        .fallback(|| async { ApiError::Store(Error::not_found("route", "no such route")) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            crate::auth::check,
+        ))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&registry),
+            crate::metrics::track,
+        ))
+        .with_state(registry)
+}
+
+/// The largest request body accepted (API.md: 16 MiB by default).
+pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The body, or the error naming the limit it exceeds.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::invalid("body", e.body_text())
+        }
+    })
+}
+
+async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        reg.metrics.render(),
+    )
+        .into_response()
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
+    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn ok(status: StatusCode, body: Value) -> ApiResult {
+    Ok((status, JsonBody(body)).into_response())
+}
+
+fn no_content() -> ApiResult {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+    reg.create(&store)?;
+    tracing::info!(%store, "store created");
+    ok(StatusCode::CREATED, json!({ "store": store }))
+}
+
+async fn drop_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+    reg.drop_store(&store).await?;
+    tracing::info!(%store, "store dropped");
+    no_content()
+}
+
+async fn describe(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+    let d = reg.get(&store)?.describe().await?;
+    ok(StatusCode::OK, wire::description(&store, &d))
+}
+
+async fn freeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+    reg.get(&store)?.freeze().await?;
+    no_content()
+}
+
+async fn unfreeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+    reg.get(&store)?.unfreeze().await?;
+    no_content()
+}
+
+async fn append(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store)?;
+    let request = parse_body::<AppendBody>(&body)?.into_request()?;
+    let result = s.append(request).await?;
+    count(&reg.metrics.appends, 1);
+    count(&reg.metrics.appended_events, result.events.len() as u64);
+    let body = wire::AppendOut {
+        commit_id: &result.commit_id,
+        events: wire::events(&result.events),
+        head_position: result.head_position,
+        retried: result.retried,
+    };
+    Ok((StatusCode::CREATED, JsonBody(body)).into_response())
+}
+
+/// The filter of `GET /events` and `/subscribe`.
+fn event_filter(p: &Params) -> Result<EventFilter, ApiError> {
+    Ok(EventFilter {
+        context: p.string("context"),
+        aggregate: p.string("aggregate"),
+        aggregate_ids: p.all("aggregateId")?,
+        event_types: p.all("type")?,
+        from_time: p.timestamp("fromTimestamp")?,
+        to_time: p.timestamp("toTimestamp")?,
+        min_version: p.parse("minVersion")?,
+        max_version: p.parse("maxVersion")?,
+        dispatched: p.flag("dispatched")?,
+    })
+}
+
+/// Where a read starts: `cursor` (extension) or `afterPosition`.
+fn read_from(p: &Params) -> Result<ReadFrom, ApiError> {
+    match (p.get("cursor"), p.parse("afterPosition")?) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "cursor",
+            "give either cursor or afterPosition, not both",
+        )),
+        (Some(c), None) => Ok(ReadFrom::Cursor(c.parse::<Cursor>()?)),
+        (None, Some(pos)) => Ok(ReadFrom::Position(pos)),
+        (None, None) => Ok(ReadFrom::Start),
+    }
+}
+
+async fn read_all(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let filter = event_filter(&p)?;
+    if p.get("afterPosition").is_some()
+        && (p.get("fromTimestamp").is_some() || p.get("toTimestamp").is_some())
+    {
+        return Err(ApiError::invalid(
+            "afterPosition",
+            "cannot be combined with fromTimestamp/toTimestamp",
+        ));
+    }
+    let read = ReadAll {
+        from: read_from(&p)?,
+        direction: if p.flag("reverse")?.unwrap_or(false) {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        },
+        filter,
+        skip: p.parse("skip")?.unwrap_or(0),
+        limit: p.parse("limit")?,
+    };
+    let page = s.read_all(read).await?;
+    count(&reg.metrics.reads, 1);
+    let body = wire::ReadOut {
+        events: wire::events(&page.events),
+        head_position: page.head_position,
+        next_cursor: page.next_cursor.to_string(),
+        end: page.end,
+    };
+    Ok(JsonBody(body).into_response())
+}
+
+/// Events per page read while exporting.
+const EXPORT_PAGE: u64 = 1000;
+
+async fn export(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let after: u64 = p.parse("afterPosition")?.unwrap_or(0);
+    let limit: Option<u64> = p.parse("limit")?;
+    let head = s.describe().await?.head_position;
+    count(&reg.metrics.reads, 1);
+    // Pages are read one at a time, as the client takes the previous one.
+    let lines = futures::stream::unfold(
+        (s, after, limit, false),
+        |(s, after, remaining, done)| async move {
+            if done || remaining == Some(0) {
+                return None;
+            }
+            let page_size = remaining.map_or(EXPORT_PAGE, |r| r.min(EXPORT_PAGE));
+            let page = match s
+                .read_all(ReadAll::forward().after(after).limit(page_size))
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "export stopped");
+                    return Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (s, after, remaining, true),
+                    ));
+                }
+            };
+            let last = page.events.last().map_or(after, |e| e.position);
+            let mut text = Vec::new();
+            for e in &page.events {
+                if serde_json::to_writer(&mut text, &wire::EventOut(e)).is_err() {
+                    return Some((
+                        Err(std::io::Error::other("unserialisable event")),
+                        (s, after, remaining, true),
+                    ));
+                }
+                text.push(b'\n');
+            }
+            let n = page.events.len() as u64;
+            let done = page.end || n == 0;
+            Some((
+                Ok(Bytes::from(text)),
+                (s, last, remaining.map(|r| r - n), done),
+            ))
+        },
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/x-ndjson".to_owned(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-head-position"),
+                head.to_string(),
+            ),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+async fn mark_dispatched(
+    State(reg): State<Arc<Registry>>,
+    Path((store, id)): Path<(String, String)>,
+) -> ApiResult {
+    reg.get(&store)?.mark_dispatched(&id).await?;
+    no_content()
+}
+
+async fn list_streams(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let mut query = ListStreams {
+        context: p.string("context"),
+        aggregate: p.string("aggregate"),
+        created_after: p.timestamp("createdAfter")?,
+        created_before: p.timestamp("createdBefore")?,
+        reverse: p.flag("reverse")?.unwrap_or(false),
+        limit: p.parse("limit")?,
+        page_token: p
+            .get("pageToken")
+            .map(str::parse::<StreamPageToken>)
+            .transpose()?,
+    };
+    if let Some(after) = p.get("startAfter") {
+        if query.page_token.is_some() {
+            return Err(ApiError::invalid(
+                "startAfter",
+                "give either startAfter or pageToken, not both",
+            ));
+        }
+        // API.md's page key is an aggregateId; within the filter's context and aggregate
+        // (absent = null) it names one stream, whose sort key continues the listing.
+        let stream = annals_core::StreamId {
+            context: query.context.clone().unwrap_or_default(),
+            aggregate: query.aggregate.clone().unwrap_or_default(),
+            id: after.to_owned(),
+        };
+        let info = s.stream_info(&stream).await?.ok_or_else(|| {
+            ApiError::invalid("startAfter", format!("no stream {stream} in this store"))
+        })?;
+        query.page_token = Some(StreamPageToken::new(
+            info.first_timestamp,
+            info.first_position,
+        ));
+    }
+    let page = s.list_streams(query).await?;
+    let streams: Vec<Value> = page.streams.iter().map(wire::stream_info).collect();
+    ok(
+        StatusCode::OK,
+        json!({
+            "streams": streams,
+            "hasMore": page.next_page_token.is_some(),
+            "nextPageToken": page.next_page_token.map(|t| t.to_string()),
+        }),
+    )
+}
+
+async fn stream_info(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let info = s.stream_info(&p.stream()).await?;
+    ok(
+        StatusCode::OK,
+        json!({ "stream": info.as_ref().map(wire::stream_info) }),
+    )
+}
+
+async fn read_stream(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let read = StreamRead {
+        from_version: p.parse("fromVersion")?.unwrap_or(1),
+        to_version: p.parse("toVersion")?,
+        direction: if p.flag("reverse")?.unwrap_or(false) {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        },
+        limit: p.parse("limit")?,
+    };
+    let events = s.read_stream(&p.stream(), read).await?;
+    count(&reg.metrics.reads, 1);
+    Ok(JsonBody(wire::EventsOut {
+        events: wire::events(&events),
+    })
+    .into_response())
+}
+
+async fn save_stream_snapshot(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store)?;
+    let mut b: wire::SnapshotBody = parse_body(&body)?;
+    let data = b.data();
+    let snapshot = s
+        .save_stream_snapshot(NewStreamSnapshot {
+            id: b.id,
+            stream: annals_core::StreamId {
+                context: b.context.unwrap_or_default(),
+                aggregate: b.aggregate.unwrap_or_default(),
+                id: b.aggregate_id,
+            },
+            stream_version: b.stream_version,
+            schema_version: b.snapshot_version.unwrap_or(1),
+            data,
+            timestamp: b.timestamp,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        JsonBody(wire::stream_snapshot(&snapshot)),
+    )
+        .into_response())
+}
+
+async fn latest_stream_snapshot(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let stream = p.stream();
+    match s
+        .latest_stream_snapshot(&stream, p.parse("maxStreamVersion")?)
+        .await?
+    {
+        Some(snapshot) => Ok(JsonBody(wire::stream_snapshot(&snapshot)).into_response()),
+        None => Err(Error::not_found("snapshot", stream.to_string()).into()),
+    }
+}
+
+async fn prune_stream_snapshots(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let keep: usize = p.parse("keep")?.unwrap_or(0);
+    let deleted = s.prune_stream_snapshots(&p.stream(), keep).await?;
+    ok(StatusCode::OK, json!({ "deleted": deleted }))
+}
+
+async fn save_snapshot(
+    State(reg): State<Arc<Registry>>,
+    Path((store, key)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store)?;
+    let b: wire::KeyedSnapshotBody = parse_body(&body)?;
+    s.save_snapshot(&key, &b.content).await?;
+    no_content()
+}
+
+async fn load_snapshot(
+    State(reg): State<Arc<Registry>>,
+    Path((store, key)): Path<(String, String)>,
+) -> ApiResult {
+    match reg.get(&store)?.load_snapshot(&key).await? {
+        Some(snapshot) => ok(StatusCode::OK, wire::keyed_snapshot(&snapshot)),
+        None => Err(Error::not_found("snapshot", key).into()),
+    }
+}
+
+async fn drop_snapshot(
+    State(reg): State<Arc<Registry>>,
+    Path((store, key)): Path<(String, String)>,
+) -> ApiResult {
+    if reg.get(&store)?.drop_snapshot(&key).await? {
+        no_content()
+    } else {
+        Err(Error::not_found("snapshot", key).into())
+    }
+}
+
+async fn set_secret(
+    State(reg): State<Arc<Registry>>,
+    Path((store, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store)?;
+    let b: wire::SecretBody = parse_body(&body)?;
+    if !b.events.is_empty() {
+        // The trait has no atomic "secret plus events" write yet.
+        return Err(Error::Unsupported {
+            backend: "server",
+            operation: "events appended with a secret",
+        }
+        .into());
+    }
+    let secret = s.set_secret(&id, &b.secret).await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"id": secret.id, "idx": secret.idx}),
+    )
+}
+
+async fn get_secret(
+    State(reg): State<Arc<Registry>>,
+    Path((store, id)): Path<(String, String)>,
+) -> ApiResult {
+    match reg.get(&store)?.get_secret(&id).await? {
+        Some(secret) => ok(StatusCode::OK, wire::secret(&secret)),
+        None => Err(Error::not_found("secret", id).into()),
+    }
+}
+
+async fn delete_secret(
+    State(reg): State<Arc<Registry>>,
+    Path((store, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store)?;
+    if !body.is_empty() {
+        let b: Value = parse_body(&body)?;
+        if b.get("events")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty())
+        {
+            return Err(Error::Unsupported {
+                backend: "server",
+                operation: "events appended with a secret deletion",
+            }
+            .into());
+        }
+    }
+    s.delete_secret(&id).await?;
+    no_content()
+}
+
+async fn list_secrets(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let secrets = s
+        .list_secrets(SecretQuery {
+            from_idx: p.parse("fromIdx")?.unwrap_or(0),
+            skip: p.parse("skip")?.unwrap_or(0),
+            limit: p.parse("limit")?,
+            ids: p.all("id")?,
+            include_deleted: p.flag("includeDeleted")?.unwrap_or(false),
+        })
+        .await?;
+    let secrets: Vec<Value> = secrets.iter().map(wire::secret).collect();
+    ok(StatusCode::OK, json!({ "secrets": secrets }))
+}
+
+async fn subscribe(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let s = reg.get(&store)?;
+    let p = Params::parse_query(q.as_deref())?;
+    let filter = event_filter(&p)?;
+    let last_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "is not a position"))
+        })
+        .transpose()?;
+    let from = match last_id {
+        Some(position) => ReadFrom::Position(position),
+        None => read_from(&p)?,
+    };
+    let events = s.subscribe(Subscribe { from, filter });
+    Ok(Sse::new(sse_events(events, reg))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// The SSE messages of a subscription: `event` per stored event; a failure becomes one
+/// `error` message (the API.md error body) and ends the stream; the store ending the
+/// subscription (closed, dropped) sends `end`, so a client can tell it from a dropped
+/// connection. At server shutdown the stream just stops, so clients reconnect and resume.
+fn sse_events(
+    events: EventStream,
+    reg: Arc<Registry>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let open = crate::metrics::OpenSubscription::new(Arc::clone(&reg));
+    futures::stream::unfold(Some((events, open)), move |state| {
+        let reg = Arc::clone(&reg);
+        async move {
+            let (mut events, open) = state?;
+            let message = match events.next().await {
+                Some(Ok(e)) => {
+                    let data = serde_json::to_string(&wire::EventOut(&e)).unwrap_or_else(|err| {
+                        ApiError::Store(Error::invalid("event", err.to_string()))
+                            .body()
+                            .to_string()
+                    });
+                    open.sent();
+                    return Some((
+                        Ok(Event::default()
+                            .id(e.position.to_string())
+                            .event("event")
+                            .data(data)),
+                        Some((events, open)),
+                    ));
+                }
+                Some(Err(_)) | None if reg.shutting_down() => return None,
+                Some(Err(err)) => Event::default()
+                    .event("error")
+                    .data(ApiError::Store(err).body().to_string()),
+                None => Event::default().event("end").data(""),
+            };
+            Some((Ok(message), None))
+        }
+    })
+}
