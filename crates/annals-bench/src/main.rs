@@ -6,6 +6,7 @@
 //! beside this crate describes the workloads.
 
 mod backend;
+mod baseline;
 mod report;
 mod workload;
 
@@ -59,13 +60,17 @@ enum WorkloadChoice {
     W6,
     /// The machine's fsync ceiling, without a store.
     Fsync,
-    /// fsync, then w1 to w6.
+    /// Raw PostgreSQL single-row INSERT per commit, one client (feature `postgres`).
+    PgInsert1,
+    /// Raw PostgreSQL single-row INSERT per commit, eight clients (feature `postgres`).
+    PgInsert8,
+    /// fsync, then w1 to w6 (on `postgres`, then the two raw INSERT baselines).
     All,
 }
 
 impl WorkloadChoice {
-    /// The workloads to run, in order.
-    fn workloads(self) -> Vec<Workload> {
+    /// The workloads to run on `backend`, in order.
+    fn workloads(self, backend: Backend) -> Vec<Workload> {
         match self {
             WorkloadChoice::W1 => vec![Workload::W1],
             WorkloadChoice::W2 => vec![Workload::W2],
@@ -74,6 +79,13 @@ impl WorkloadChoice {
             WorkloadChoice::W5 => vec![Workload::W5],
             WorkloadChoice::W6 => vec![Workload::W6],
             WorkloadChoice::Fsync => vec![Workload::Fsync],
+            WorkloadChoice::PgInsert1 => vec![Workload::PgInsert1],
+            WorkloadChoice::PgInsert8 => vec![Workload::PgInsert8],
+            WorkloadChoice::All if backend == Backend::Postgres => {
+                let mut all = Workload::ALL.to_vec();
+                all.extend(Workload::POSTGRES_BASELINES);
+                all
+            }
             WorkloadChoice::All => Workload::ALL.to_vec(),
         }
     }
@@ -99,7 +111,7 @@ async fn run(args: &Args) -> BenchResult<()> {
         }
         None => std::env::temp_dir(),
     };
-    for workload in args.workload.workloads() {
+    for workload in args.workload.workloads(args.backend) {
         run_one(workload, args.backend, &base, args.events).await?;
     }
     Ok(())

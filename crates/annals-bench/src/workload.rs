@@ -70,6 +70,10 @@ pub enum Workload {
     W6,
     /// 4 KiB write plus `sync_data` in a loop: the machine's fsync ceiling.
     Fsync,
+    /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, one client.
+    PgInsert1,
+    /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, eight clients.
+    PgInsert8,
 }
 
 impl Workload {
@@ -84,6 +88,9 @@ impl Workload {
         Workload::W6,
     ];
 
+    /// The raw PostgreSQL baselines, run by `--workload all` on the `postgres` backend.
+    pub const POSTGRES_BASELINES: [Workload; 2] = [Workload::PgInsert1, Workload::PgInsert8];
+
     /// The name printed in the `workload` field.
     pub fn name(self) -> &'static str {
         match self {
@@ -94,13 +101,15 @@ impl Workload {
             Workload::W5 => "w5",
             Workload::W6 => "w6",
             Workload::Fsync => "fsync",
+            Workload::PgInsert1 => "pg-insert-1",
+            Workload::PgInsert8 => "pg-insert-8",
         }
     }
 
     /// The name printed in the `backend` field: `raw` when no store is involved.
     pub fn backend_label(self, backend: Backend) -> &'static str {
         match self {
-            Workload::Fsync => "raw",
+            Workload::Fsync | Workload::PgInsert1 | Workload::PgInsert8 => "raw",
             _ => backend.name(),
         }
     }
@@ -116,8 +125,16 @@ impl Workload {
         let measured = if self == Workload::Fsync {
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || fsync(&dir, events)).await??
+        } else if self == Workload::PgInsert1 {
+            let payload = deposit(0).payload;
+            let payload = payload.as_str().unwrap_or_default();
+            crate::baseline::insert_per_commit(1, events.unwrap_or(W1_EVENTS), payload).await?
+        } else if self == Workload::PgInsert8 {
+            let payload = deposit(0).payload;
+            let payload = payload.as_str().unwrap_or_default();
+            crate::baseline::insert_per_commit(8, events.unwrap_or(W2_EVENTS), payload).await?
         } else {
-            let store = backend.open(dir)?;
+            let store = backend.open(dir).await?;
             let measured = match self {
                 Workload::W1 => w1(&store, events.unwrap_or(W1_EVENTS)).await?,
                 Workload::W2 => w2(&store, events.unwrap_or(W2_EVENTS)).await?,
@@ -125,7 +142,9 @@ impl Workload {
                 Workload::W4 => w4(&store, events.unwrap_or(W4_EVENTS)).await?,
                 Workload::W5 => w5(&store, events.unwrap_or(W5_EVENTS)).await?,
                 Workload::W6 => w6(&store, events.unwrap_or(W6_EVENTS)).await?,
-                Workload::Fsync => unreachable!("handled above"),
+                Workload::Fsync | Workload::PgInsert1 | Workload::PgInsert8 => {
+                    unreachable!("handled above")
+                }
             };
             store.close().await?;
             measured

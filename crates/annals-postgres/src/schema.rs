@@ -1,0 +1,419 @@
+//! The tables, their versioned migrations, and every SQL statement the backend runs,
+//! with the configured schema name filled in once.
+//!
+//! All tables live in one schema (default `annals`) and hold the rows of every store in
+//! the database, keyed by the store's number (`stores.id`). Migrations are numbered;
+//! `schema_migrations` records the applied ones. A process migrates under an advisory
+//! lock, so several processes starting at once apply each migration exactly once, and a
+//! process refuses a schema migrated by a newer Annals than itself.
+
+use annals_core::{Error, Result};
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::error::db_error;
+
+/// One numbered schema change. `{s}` in the SQL stands for the quoted schema name.
+struct Migration {
+    version: i32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first. Never edit a released one: add the next.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "stores, events, streams, snapshots, secrets",
+    sql: r#"
+CREATE TABLE {s}.stores (
+    id                   integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                 text COLLATE "C" NOT NULL UNIQUE,
+    head                 bigint  NOT NULL DEFAULT 0,
+    last_timestamp       bigint,
+    frozen               boolean NOT NULL DEFAULT false,
+    stream_count         bigint  NOT NULL DEFAULT 0,
+    secret_count         bigint  NOT NULL DEFAULT 0,
+    deleted_secret_count bigint  NOT NULL DEFAULT 0,
+    created_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {s}.events (
+    store_id        integer NOT NULL,
+    position        bigint  NOT NULL,
+    stream_no       bigint  NOT NULL,
+    version         bigint  NOT NULL,
+    timestamp_ms    bigint  NOT NULL,
+    commit_sequence integer NOT NULL,
+    generated_id    boolean NOT NULL,
+    dispatched      boolean NOT NULL DEFAULT false,
+    event_id        text COLLATE "C" NOT NULL,
+    context         text COLLATE "C" NOT NULL,
+    aggregate       text COLLATE "C" NOT NULL,
+    stream_id       text COLLATE "C" NOT NULL,
+    event_type      text COLLATE "C" NOT NULL,
+    commit_id       text COLLATE "C" NOT NULL,
+    payload         bytea   NOT NULL,
+    metadata        bytea   NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (store_id, position),
+    CONSTRAINT events_stream_version_key UNIQUE (store_id, stream_no, version)
+);
+-- Ids the store generated carry their position; only caller-supplied ids need an entry.
+CREATE UNIQUE INDEX events_event_id_key ON {s}.events (store_id, event_id) WHERE NOT generated_id;
+CREATE TABLE {s}.streams (
+    store_id        integer NOT NULL,
+    context         text COLLATE "C" NOT NULL,
+    aggregate       text COLLATE "C" NOT NULL,
+    stream_id       text COLLATE "C" NOT NULL,
+    stream_no       bigint  NOT NULL,
+    first_timestamp bigint  NOT NULL,
+    first_position  bigint  NOT NULL,
+    CONSTRAINT streams_pkey PRIMARY KEY (store_id, context, aggregate, stream_id),
+    CONSTRAINT streams_stream_no_key UNIQUE (store_id, stream_no)
+);
+CREATE INDEX streams_by_first_event ON {s}.streams (store_id, first_timestamp, first_position);
+CREATE TABLE {s}.keyed_snapshots (
+    store_id     integer NOT NULL,
+    key          text COLLATE "C" NOT NULL,
+    content      bytea   NOT NULL,
+    timestamp_ms bigint  NOT NULL,
+    PRIMARY KEY (store_id, key)
+);
+CREATE TABLE {s}.stream_snapshots (
+    store_id       integer NOT NULL,
+    context        text COLLATE "C" NOT NULL,
+    aggregate      text COLLATE "C" NOT NULL,
+    stream_id      text COLLATE "C" NOT NULL,
+    stream_version bigint  NOT NULL,
+    seq            bigint  GENERATED ALWAYS AS IDENTITY,
+    snapshot_id    text COLLATE "C" NOT NULL,
+    schema_version bigint  NOT NULL,
+    data           bytea   NOT NULL,
+    timestamp_ms   bigint  NOT NULL,
+    PRIMARY KEY (store_id, context, aggregate, stream_id, stream_version, seq)
+);
+CREATE TABLE {s}.secrets (
+    store_id  integer NOT NULL,
+    idx       bigint  NOT NULL,
+    secret_id text COLLATE "C" NOT NULL,
+    secret    bytea,
+    PRIMARY KEY (store_id, idx),
+    UNIQUE (store_id, secret_id)
+);
+"#,
+}];
+
+/// The newest schema version this build knows.
+pub(crate) fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Checks a schema name: lower-case ASCII letters, digits and `_`, starting with a
+/// letter or `_`, at most 40 bytes (so channel names derived from it stay under
+/// PostgreSQL's 63-byte identifier limit).
+///
+/// ```
+/// use annals_postgres::check_schema_name;
+/// assert!(check_schema_name("annals").is_ok());
+/// assert!(check_schema_name("Annals").is_err());
+/// assert!(check_schema_name("a; DROP TABLE x").is_err());
+/// ```
+pub fn check_schema_name(schema: &str) -> Result<()> {
+    let ok_start = schema
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let ok_rest = schema
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok_start || !ok_rest || schema.len() > 40 {
+        return Err(Error::invalid(
+            "schema",
+            format!(
+                "{schema:?} is not a schema name Annals accepts: 1 to 40 of a-z, 0-9 and _, not starting with a digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the schema if needed and applies every migration it lacks, under an
+/// advisory lock held for the transaction. Returns the schema version.
+pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i32> {
+    let s = quoted(schema);
+    let mut tx = conn.begin().await.map_err(db_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("annals-migrations:{schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let setup = format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT now()
+         );"
+    );
+    sqlx::raw_sql(&setup)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    let current: i32 = sqlx::query(&format!(
+        "SELECT coalesce(max(version), 0) FROM {s}.schema_migrations"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .and_then(|row| row.try_get(0))
+    .map_err(db_error)?;
+    if current > latest_version() {
+        return Err(Error::backend(
+            "postgres",
+            std::io::Error::other(format!(
+                "schema {schema} is at version {current}, migrated by a newer Annals; this build knows versions up to {}",
+                latest_version()
+            )),
+        ));
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        sqlx::raw_sql(&m.sql.replace("{s}", &s))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(&format!(
+            "INSERT INTO {s}.schema_migrations (version, description) VALUES ($1, $2)"
+        ))
+        .bind(m.version)
+        .bind(m.description)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(latest_version())
+}
+
+/// A schema name in double quotes (it is validated to need no escaping).
+pub(crate) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// The columns of an event row, in the order [`crate::read::event_from_row`] decodes.
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, event_id, context, aggregate, stream_id, version, \
+     event_type, timestamp_ms, payload, metadata, commit_id, commit_sequence, dispatched";
+
+/// The newest event of the stream of the `streams` row `s` (a lateral subquery).
+pub(crate) fn last_event(schema: &str) -> String {
+    format!(
+        "SELECT version, position FROM {schema}.events e
+         WHERE e.store_id = s.store_id AND e.stream_no = s.stream_no
+         ORDER BY version DESC LIMIT 1"
+    )
+}
+
+/// Every statement with a fixed text, built once per schema.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    /// The quoted schema name, for statements built per call (filtered reads).
+    pub schema: String,
+    pub create_store: String,
+    pub store_id: String,
+    pub head: String,
+    pub describe: String,
+    /// Locks the head row; `{id}` is replaced by the store number (an integer).
+    pub begin_and_lock: String,
+    pub stream_versions: String,
+    pub events_by_id: String,
+    pub write_batch: String,
+    pub read_stream_forward: String,
+    pub read_stream_backward: String,
+    pub stream_info: String,
+    pub freeze: String,
+    pub unfreeze: String,
+    pub lock_store: String,
+    pub save_snapshot: String,
+    pub load_snapshot: String,
+    pub drop_snapshot: String,
+    pub save_stream_snapshot: String,
+    pub latest_stream_snapshot: String,
+    pub prune_stream_snapshots: String,
+    pub secret_exists: String,
+    pub insert_secret: String,
+    pub get_secret: String,
+    pub erase_secret: String,
+    pub count_deleted_secret: String,
+    pub list_secrets: String,
+    pub mark_dispatched: String,
+    pub drop_store: Vec<String>,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let s = quoted(schema);
+        let stream_key = "context = $2 AND aggregate = $3 AND stream_id = $4";
+        // The number of the stream named by $2, $3, $4.
+        let stream_no = format!(
+            "(SELECT stream_no FROM {s}.streams
+              WHERE store_id = $1 AND context = $2 AND aggregate = $3 AND stream_id = $4)"
+        );
+        Sql {
+            create_store: format!(
+                "INSERT INTO {s}.stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+            ),
+            store_id: format!("SELECT id FROM {s}.stores WHERE name = $1"),
+            head: format!("SELECT head FROM {s}.stores WHERE id = $1"),
+            describe: format!(
+                "SELECT head, last_timestamp, frozen, stream_count, secret_count, deleted_secret_count
+                 FROM {s}.stores WHERE id = $1"
+            ),
+            begin_and_lock: format!(
+                "BEGIN; SELECT head, last_timestamp, frozen, stream_count FROM {s}.stores
+                 WHERE id = {{id}} FOR NO KEY UPDATE"
+            ),
+            // A stream's number, and its version: its newest event's, at the end of its
+            // index. Streams without events have no row.
+            stream_versions: format!(
+                "SELECT k.context, k.aggregate, k.stream_id, st.stream_no,
+                        (SELECT version FROM {s}.events e
+                         WHERE e.store_id = $1 AND e.stream_no = st.stream_no
+                         ORDER BY version DESC LIMIT 1)
+                 FROM unnest($2::text[], $3::text[], $4::text[]) AS k(context, aggregate, stream_id)
+                 JOIN {s}.streams st ON st.store_id = $1 AND st.context = k.context
+                     AND st.aggregate = k.aggregate AND st.stream_id = k.stream_id"
+            ),
+            // Events by id ($2): caller-supplied ids through their index, generated ids
+            // through the positions they carry ($3).
+            events_by_id: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE store_id = $1 AND event_id = ANY($2) AND position IN (
+                     SELECT position FROM {s}.events
+                     WHERE store_id = $1 AND event_id = ANY($2) AND NOT generated_id
+                     UNION ALL SELECT unnest($3::bigint[]))"
+            ),
+            // One statement writes a whole group: it takes the head row (waiting for any
+            // other writer of the store), checks that the head is still the one the
+            // group was planned against and that the store is not frozen, and only then
+            // inserts the events, updates the streams and announces the new head. When
+            // the check fails it writes nothing and returns no row.
+            write_batch: format!(
+                "WITH head AS (
+                    UPDATE {s}.stores
+                       SET head = head + $2,
+                           last_timestamp = coalesce($3, last_timestamp),
+                           stream_count = stream_count + $4
+                     WHERE id = $1 AND head = $5 AND NOT frozen
+                 RETURNING head, name
+                 ), inserted AS (
+                    INSERT INTO {s}.events (store_id, position, stream_no, version, event_id,
+                        generated_id, context, aggregate, stream_id, event_type, timestamp_ms,
+                        payload, metadata, commit_id, commit_sequence)
+                    SELECT $1, e.* FROM unnest($6::bigint[], $7::bigint[], $8::bigint[],
+                        $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[],
+                        $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[],
+                        $19::integer[]) AS e
+                     WHERE EXISTS (SELECT 1 FROM head)
+                 ), streams AS (
+                    INSERT INTO {s}.streams (store_id, context, aggregate, stream_id, stream_no,
+                        first_timestamp, first_position)
+                    SELECT $1, u.* FROM unnest($20::text[], $21::text[], $22::text[],
+                        $23::bigint[], $24::bigint[], $25::bigint[]) AS u
+                     WHERE EXISTS (SELECT 1 FROM head)
+                 )
+                 SELECT head, CASE WHEN $2 > 0 THEN pg_notify($26, name || ':' || head) END
+                 FROM head"
+            ),
+            read_stream_forward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE store_id = $1 AND stream_no = {stream_no} AND version >= $5 AND version <= $6
+                 ORDER BY version LIMIT $7"
+            ),
+            read_stream_backward: format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events
+                 WHERE store_id = $1 AND stream_no = {stream_no} AND version >= $5 AND version <= $6
+                 ORDER BY version DESC LIMIT $7"
+            ),
+            stream_info: format!(
+                "SELECT l.version, s.first_timestamp, s.first_position, l.position
+                 FROM {s}.streams s CROSS JOIN LATERAL ({LAST_EVENT}) l
+                 WHERE s.store_id = $1 AND s.context = $2 AND s.aggregate = $3
+                   AND s.stream_id = $4",
+                LAST_EVENT = last_event(&s),
+            ),
+            freeze: format!(
+                "UPDATE {s}.stores SET frozen = true WHERE id = $1 AND NOT frozen RETURNING id"
+            ),
+            unfreeze: format!(
+                "UPDATE {s}.stores SET frozen = false WHERE id = $1 AND frozen RETURNING id"
+            ),
+            lock_store: format!(
+                "SELECT frozen, secret_count FROM {s}.stores WHERE id = $1 FOR NO KEY UPDATE"
+            ),
+            save_snapshot: format!(
+                "INSERT INTO {s}.keyed_snapshots (store_id, key, content, timestamp_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (store_id, key) DO UPDATE
+                 SET content = excluded.content, timestamp_ms = excluded.timestamp_ms"
+            ),
+            load_snapshot: format!(
+                "SELECT content, timestamp_ms FROM {s}.keyed_snapshots WHERE store_id = $1 AND key = $2"
+            ),
+            drop_snapshot: format!(
+                "DELETE FROM {s}.keyed_snapshots WHERE store_id = $1 AND key = $2"
+            ),
+            save_stream_snapshot: format!(
+                "INSERT INTO {s}.stream_snapshots (store_id, context, aggregate, stream_id,
+                     stream_version, snapshot_id, schema_version, data, timestamp_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            latest_stream_snapshot: format!(
+                "SELECT snapshot_id, stream_version, schema_version, data, timestamp_ms
+                 FROM {s}.stream_snapshots
+                 WHERE store_id = $1 AND {stream_key} AND stream_version <= $5
+                 ORDER BY stream_version DESC, seq DESC LIMIT 1"
+            ),
+            prune_stream_snapshots: format!(
+                "DELETE FROM {s}.stream_snapshots
+                 WHERE store_id = $1 AND {stream_key} AND seq NOT IN (
+                     SELECT seq FROM {s}.stream_snapshots
+                     WHERE store_id = $1 AND {stream_key}
+                     ORDER BY seq DESC LIMIT $5)"
+            ),
+            secret_exists: format!(
+                "SELECT 1 FROM {s}.secrets WHERE store_id = $1 AND secret_id = $2"
+            ),
+            insert_secret: format!(
+                "WITH s AS (INSERT INTO {s}.secrets (store_id, idx, secret_id, secret)
+                     VALUES ($1, $2, $3, $4))
+                 UPDATE {s}.stores SET secret_count = secret_count + 1 WHERE id = $1"
+            ),
+            get_secret: format!(
+                "SELECT idx, secret FROM {s}.secrets WHERE store_id = $1 AND secret_id = $2"
+            ),
+            erase_secret: format!(
+                "UPDATE {s}.secrets SET secret = NULL
+                 WHERE store_id = $1 AND secret_id = $2 AND secret IS NOT NULL RETURNING idx"
+            ),
+            count_deleted_secret: format!(
+                "UPDATE {s}.stores SET deleted_secret_count = deleted_secret_count + 1 WHERE id = $1"
+            ),
+            list_secrets: format!(
+                "SELECT idx, secret_id, secret FROM {s}.secrets
+                 WHERE store_id = $1 AND idx >= $2 AND ($3 OR secret IS NOT NULL)
+                   AND (cardinality($4::text[]) = 0 OR secret_id = ANY($4))
+                 ORDER BY idx OFFSET $5 LIMIT $6"
+            ),
+            // $3: the position a generated id carries, if $2 is one.
+            mark_dispatched: format!(
+                "UPDATE {s}.events SET dispatched = true
+                 WHERE store_id = $1 AND event_id = $2 AND NOT dispatched AND position IN (
+                     SELECT position FROM {s}.events
+                     WHERE store_id = $1 AND event_id = $2 AND NOT generated_id
+                     UNION ALL SELECT $3::bigint WHERE $3::bigint IS NOT NULL)"
+            ),
+            drop_store: ["events", "streams", "keyed_snapshots", "stream_snapshots", "secrets"]
+                .iter()
+                .map(|t| format!("DELETE FROM {s}.{t} WHERE store_id = $1"))
+                .chain([format!("DELETE FROM {s}.stores WHERE id = $1")])
+                .collect(),
+            schema: s,
+        }
+    }
+}
