@@ -183,6 +183,41 @@ pub fn decode_batch(bytes: &Bytes, table: &'static str) -> Result<Vec<RecordedEv
     Ok(events)
 }
 
+const RUN_POINTER_FORMAT: u8 = 3;
+
+/// A stream-table value that points into the log instead of copying: the run's events
+/// are the `count` events from `first_position` on, inside one commit record.
+pub fn encode_run_pointer(first_position: Position, count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(RUN_POINTER_FORMAT);
+    out.extend_from_slice(&first_position.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out
+}
+
+/// What a stream-table value holds.
+pub enum StreamRecord {
+    /// The run's events, copied.
+    Events(Vec<RecordedEvent>),
+    /// A pointer into the log: first position and count.
+    Pointer(Position, u32),
+}
+
+/// Decodes a stream-table value.
+pub fn decode_stream_record(bytes: &Bytes) -> Result<StreamRecord> {
+    if bytes.first() == Some(&RUN_POINTER_FORMAT) {
+        let mut r = Reader {
+            bytes,
+            at: 1,
+            table: "stream_events",
+        };
+        let first = r.u64()?;
+        let count = r.u32()?;
+        return Ok(StreamRecord::Pointer(first, count));
+    }
+    decode_batch(bytes, "stream_events").map(StreamRecord::Events)
+}
+
 /// Encodes a recorded event (without its dispatched flag, which lives elsewhere).
 #[cfg(test)]
 pub fn encode_event(e: &RecordedEvent) -> Vec<u8> {

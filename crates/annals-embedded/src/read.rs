@@ -299,7 +299,12 @@ fn stream_events(
     };
     for item in engine.range(table, lower, ceiling, backward) {
         let (_, value) = item?;
-        let mut events = codec::decode_batch(&value, "stream_events")?;
+        let mut events = match codec::decode_stream_record(&value)? {
+            codec::StreamRecord::Events(events) => events,
+            codec::StreamRecord::Pointer(first, count) => {
+                events_in_log(engine, first, u64::from(count))?
+            }
+        };
         if backward {
             events.reverse();
         }
@@ -323,6 +328,33 @@ fn stream_events(
         }
     }
     Ok(())
+}
+
+/// The `count` stored events from position `first` on, all inside one commit record.
+fn events_in_log(engine: &dyn Engine, first: Position, count: u64) -> Result<Vec<RecordedEvent>> {
+    let seek = codec::position_key(first).to_vec();
+    let Some(item) = engine
+        .range(Table::Events, Bound::Unbounded, Bound::Included(seek), true)
+        .next()
+    else {
+        return Err(dangling(first));
+    };
+    let (_, value) = item?;
+    let events: Vec<RecordedEvent> = codec::decode_batch(&value, "events")?
+        .into_iter()
+        .filter(|e| e.position >= first && e.position < first + count)
+        .collect();
+    if events.len() as u64 != count {
+        return Err(dangling(first));
+    }
+    Ok(events)
+}
+
+fn dangling(first: Position) -> annals_core::Error {
+    annals_core::Error::Corrupted {
+        location: "embedded table stream_events".into(),
+        detail: format!("a stream run points at position {first}, which no commit record holds"),
+    }
 }
 
 /// Events of one stream by version.

@@ -27,6 +27,8 @@ use crate::Shared;
 
 /// Bounds the writer's stream-version cache; past it the cache starts over.
 const STREAM_CACHE_LIMIT: usize = 1 << 20;
+/// Stream runs at least this long are stored as pointers into the log record.
+const RUN_POINTER_MIN: usize = 8;
 /// Most append requests in one group commit.
 const MAX_GROUP: usize = 1024;
 /// Longest wait for more requests when the previous group had several (well under one
@@ -327,13 +329,21 @@ impl Writer {
                         .map_or(events.len(), |n| run_start + n);
                     // One record per stream run, keyed by its first version; the
                     // store-wide record of the whole group is written at commit.
+                    // A long run points into the log record instead of copying it: a
+                    // stream read then costs one lookup per run, and the commit writes
+                    // the events once. Short runs (many streams per commit) are copied
+                    // so reading a stream never needs one lookup per event.
                     let sk = codec::stream_key(stream);
+                    let run_len = run_end - run_start;
+                    let value = if run_len >= RUN_POINTER_MIN {
+                        codec::encode_run_pointer(events[run_start].position, run_len as u32)
+                    } else {
+                        codec::encode_batch(events[run_start..run_end].iter())
+                    };
                     group.writes.push((
                         Table::StreamEvents,
                         codec::stream_version_key(&sk, events[run_start].version),
-                        Some(Bytes::from(codec::encode_batch(
-                            events[run_start..run_end].iter(),
-                        ))),
+                        Some(Bytes::from(value)),
                     ));
                     for (i, e) in events.iter().enumerate().take(run_end).skip(run_start) {
                         // Generated ids carry their position: no index entry, and no
