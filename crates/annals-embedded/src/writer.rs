@@ -33,7 +33,7 @@ const RUN_POINTER_MIN: usize = 8;
 const MAX_GROUP: usize = 1024;
 /// Longest wait for more requests when the previous group had several (well under one
 /// fsync, which the waiting requests would otherwise spend queued anyway).
-const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 
 pub(crate) const META_FROZEN: &[u8] = b"frozen";
 pub(crate) const META_STREAM_COUNT: &[u8] = b"stream_count";
