@@ -31,8 +31,8 @@ const STREAM_CACHE_LIMIT: usize = 1 << 20;
 const RUN_POINTER_MIN: usize = 8;
 /// Most append requests in one group commit.
 const MAX_GROUP: usize = 1024;
-/// Longest wait for more requests when the previous group had several (well under one
-/// fsync, which the waiting requests would otherwise spend queued anyway).
+/// Longest wait for more requests when the previous group had several (about one fsync,
+/// which the late requests would otherwise spend queued behind this group's commit).
 const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 
 pub(crate) const META_FROZEN: &[u8] = b"frozen";
