@@ -14,9 +14,10 @@ use bytes::Bytes;
 /// The tables of one store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
-    /// position → event record.
+    /// first position → the records of one group commit.
     Events,
-    /// stream key ++ version → event record (a covering copy: one range read per stream).
+    /// stream key ++ first version → one stream run of a commit (copied, or a pointer into
+    /// the commit's log record for long runs).
     StreamEvents,
     /// stream key → stream info.
     Streams,

@@ -24,9 +24,12 @@
 //! durable batches). Today it is [fjall](https://docs.rs/fjall), an LSM tree with a
 //! write-ahead journal, chosen over redb after measuring both on this workload: fjall
 //! committed single events 4× faster (≈9,700/s vs ≈2,200/s) and batches of 100 about 5×
-//! faster (≈130–155k events/s vs ≈26–30k) on the same disk. Each event is stored twice —
-//! by position and by (stream, version) — so both a store-wide scan and a stream read are
-//! single range scans.
+//! faster (≈130–155k events/s vs ≈26–30k) on the same disk. Each commit is one record
+//! in the log (keyed by its first position), and each stream's run inside it one record
+//! in the stream table (a copy for short runs, a pointer into the log record for long
+//! ones), so a batch of 100 events costs a handful of keys, and both a store-wide scan and
+//! a stream read are range reads. The newest events (64 MiB by default) are also kept in
+//! memory for readers that follow the head.
 //!
 //! ```
 //! use annals_core::{EventStore, ExpectedVersion, Json, ProposedEvent, StreamId, StreamRead};
