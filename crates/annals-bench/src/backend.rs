@@ -7,7 +7,7 @@ use std::sync::Arc;
 use annals_core::{EventStore, MemoryStore};
 use clap::ValueEnum;
 
-use crate::BenchResult;
+use crate::{BenchError, BenchResult};
 
 /// Which store to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,6 +20,52 @@ pub enum Backend {
     /// `annals_postgres::PostgresStore` (cargo feature `postgres`), on the server named
     /// by `ANNALS_BENCH_POSTGRES_URL` or `ANNALS_TEST_POSTGRES_URL`.
     Postgres,
+    /// `annals_client::HttpStore` talking to a live `annals_server::Server` (embedded
+    /// stores in the run's directory) started in-process on `127.0.0.1:0` (cargo
+    /// feature `http`, on by default). Concurrent writers share one client, whose
+    /// connection pool opens one HTTP connection per concurrent request.
+    Http,
+}
+
+/// A store opened for one workload run, with whatever must outlive it (the server of
+/// the `http` backend).
+pub struct OpenStore {
+    /// The store the workload measures.
+    pub store: Arc<dyn EventStore>,
+    /// Stops the in-process server, when there is one.
+    server: Option<ServerHandle>,
+}
+
+impl OpenStore {
+    fn plain(store: Arc<dyn EventStore>) -> Self {
+        OpenStore {
+            store,
+            server: None,
+        }
+    }
+
+    /// Closes the store, then stops its server (if any) and waits for it.
+    pub async fn close(self) -> BenchResult<()> {
+        self.store.close().await?;
+        if let Some(server) = self.server {
+            server.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A running in-process server: send on `stop` to shut it down, then join `task`.
+struct ServerHandle {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<BenchResult<()>>,
+}
+
+impl ServerHandle {
+    async fn stop(self) -> BenchResult<()> {
+        // The server may have stopped already (then its task reports why).
+        let _ = self.stop.send(());
+        self.task.await?
+    }
 }
 
 impl Backend {
@@ -29,15 +75,17 @@ impl Backend {
             Backend::Memory => "memory",
             Backend::Embedded => "embedded",
             Backend::Postgres => "postgres",
+            Backend::Http => "http",
         }
     }
 
     /// Opens a fresh, empty store keeping its files (if any) in `dir`, an empty directory.
-    pub async fn open(self, dir: &Path) -> BenchResult<Arc<dyn EventStore>> {
+    pub async fn open(self, dir: &Path) -> BenchResult<OpenStore> {
         match self {
-            Backend::Memory => Ok(Arc::new(MemoryStore::new())),
-            Backend::Embedded => open_embedded(dir),
-            Backend::Postgres => open_postgres().await,
+            Backend::Memory => Ok(OpenStore::plain(Arc::new(MemoryStore::new()))),
+            Backend::Embedded => open_embedded(dir).map(OpenStore::plain),
+            Backend::Postgres => open_postgres().await.map(OpenStore::plain),
+            Backend::Http => open_http(dir).await,
         }
     }
 }
@@ -87,4 +135,36 @@ async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
 #[cfg(not(feature = "postgres"))]
 async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
     Err("this annals-bench was built without the `postgres` feature".into())
+}
+
+/// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
+/// a fresh store on it.
+#[cfg(feature = "http")]
+async fn open_http(dir: &Path) -> BenchResult<OpenStore> {
+    use std::net::SocketAddr;
+    let config = annals_server::ServerConfig::new(dir.join("server"))
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = annals_server::Server::bind(config).await?;
+    let url = format!("http://{}", server.local_addr());
+    eprintln!("annals-bench: server at {url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(BenchError::from)
+    });
+    let client = annals_client::HttpStore::new(&url, "bench")?;
+    client.create().await?;
+    Ok(OpenStore {
+        store: Arc::new(client),
+        server: Some(ServerHandle { stop, task }),
+    })
+}
+
+#[cfg(not(feature = "http"))]
+async fn open_http(_dir: &Path) -> BenchResult<OpenStore> {
+    Err("this annals-bench was built without the `http` feature".into())
 }

@@ -134,7 +134,8 @@ impl Workload {
             let payload = payload.as_str().unwrap_or_default();
             crate::baseline::insert_per_commit(8, events.unwrap_or(W2_EVENTS), payload).await?
         } else {
-            let store = backend.open(dir).await?;
+            let opened = backend.open(dir).await?;
+            let store = opened.store.clone();
             let measured = match self {
                 Workload::W1 => w1(&store, events.unwrap_or(W1_EVENTS)).await?,
                 Workload::W2 => w2(&store, events.unwrap_or(W2_EVENTS)).await?,
@@ -146,7 +147,8 @@ impl Workload {
                     unreachable!("handled above")
                 }
             };
-            store.close().await?;
+            drop(store);
+            opened.close().await?;
             measured
         };
         Ok(Report::new(
@@ -464,6 +466,24 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(report.workload, workload.name());
+            assert!(report.events > 0, "{report:?}");
+        }
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_store_workload_runs_small_over_http() {
+        for workload in Workload::ALL {
+            if workload == Workload::Fsync {
+                continue;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let report = workload
+                .run(Backend::Http, dir.path(), Some(120))
+                .await
+                .unwrap();
+            assert_eq!(report.workload, workload.name());
+            assert_eq!(report.backend, "http");
             assert!(report.events > 0, "{report:?}");
         }
     }
