@@ -1,11 +1,13 @@
 //! # annals
 //!
-//! The command line of Annals: `annals serve` runs the HTTP server on a data directory;
+//! The command line of Annals: `annals serve` runs the HTTP server on a data directory
+//! (or, with `--postgres URL`, on a PostgreSQL database);
 //! every other verb talks to a server (`--url`, default `http://127.0.0.1:2113`) about one
 //! store (`--store`, default `default`).
 //!
 //! ```text
 //! annals serve --data ./annals-data
+//! annals serve --postgres postgres://postgres@127.0.0.1:5432/test
 //! annals create
 //! annals append '{"aggregateId": "acc-1", "type": "Opened", "payload": {"owner": "ann"}}'
 //! annals read --json
@@ -87,6 +89,18 @@ enum Command {
         /// request then needs one.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// How many events a live subscriber may fall behind the store head (counting
+        /// events committed since it connected) before the server closes its stream
+        /// with `event: lagged`; the client then resumes from its last id.
+        #[arg(long, default_value_t = annals_server::DEFAULT_MAX_SUBSCRIBER_LAG)]
+        max_subscriber_lag: u64,
+        /// Serve the stores of this PostgreSQL database (`postgres://user@host:port/db`)
+        /// instead of a data directory: each store is a row of `--postgres-schema`.
+        #[arg(long, value_name = "URL", conflicts_with = "data")]
+        postgres: Option<String>,
+        /// The schema holding the stores with `--postgres` (created when missing).
+        #[arg(long, default_value = "annals", requires = "postgres")]
+        postgres_schema: String,
     },
     /// Create the store.
     Create,
@@ -353,9 +367,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         data,
         listen,
         token_file,
+        max_subscriber_lag,
+        postgres,
+        postgres_schema,
     } = cli.command
     {
-        return serve(data, listen, token_file).await;
+        let mut config = ServerConfig::new(&data).listen(listen);
+        config.max_subscriber_lag = max_subscriber_lag;
+        config.postgres = postgres;
+        config.postgres_options.schema = postgres_schema;
+        return serve(config, token_file).await;
     }
     let mut store = HttpStore::new(&cli.url, &cli.store)?;
     if let Some(token) = &cli.token {
@@ -624,11 +645,7 @@ async fn secret(
     Ok(())
 }
 
-async fn serve(
-    data: PathBuf,
-    listen: SocketAddr,
-    token_file: Option<PathBuf>,
-) -> Result<(), Failure> {
+async fn serve(mut config: ServerConfig, token_file: Option<PathBuf>) -> Result<(), Failure> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -637,7 +654,14 @@ async fn serve(
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let mut config = ServerConfig::new(&data).listen(listen);
+    let serving = match &config.postgres {
+        Some(url) => format!(
+            "the PostgreSQL database {} (schema {})",
+            redact_password(url),
+            config.postgres_options.schema
+        ),
+        None => config.data_dir.display().to_string(),
+    };
     if let Some(path) = token_file {
         config.tokens = Some(annals_server::Tokens::from_file(&path).map_err(Failure::usage)?);
     }
@@ -648,21 +672,39 @@ async fn serve(
         },
         message: e.to_string(),
     })?;
-    if server.ensure_store(DEFAULT_STORE).map_err(|e| Failure {
-        code: 4,
-        message: format!("cannot create the store {DEFAULT_STORE:?}: {e}"),
-    })? {
+    if server
+        .ensure_store(DEFAULT_STORE)
+        .await
+        .map_err(|e| Failure {
+            code: 4,
+            message: format!("cannot create the store {DEFAULT_STORE:?}: {e}"),
+        })?
+    {
         eprintln!("annals: created the store {DEFAULT_STORE:?}");
     }
     println!(
-        "annals: serving {} on http://{}",
-        data.display(),
+        "annals: serving {serving} on http://{}",
         server.local_addr()
     );
     server.run().await.map_err(|e| Failure {
         code: 4,
         message: e.to_string(),
     })
+}
+
+/// `url` with the password (if any) replaced by `***`, for messages.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 fn optional(s: &str) -> Option<&str> {

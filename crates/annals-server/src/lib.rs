@@ -1,7 +1,8 @@
 //! # annals-server
 //!
 //! The HTTP server of Annals (`annals serve`): the JSON API of `API.md` over many stores,
-//! each an embedded store in its own directory under the data directory, and live
+//! each an embedded store in its own directory under the data directory (or, with
+//! [`ServerConfig::postgres`], a store of one PostgreSQL schema), and live
 //! subscriptions as Server-Sent Events.
 //!
 //! ```no_run
@@ -58,11 +59,20 @@ pub use registry::MAX_STORE_NAME;
 /// The address `annals serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";
 
+/// The default of [`ServerConfig::max_subscriber_lag`].
+pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 100_000;
+
 /// How a server is set up.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The data directory: one subdirectory per store.
+    /// The data directory: one subdirectory per store (unused with [`Self::postgres`]).
     pub data_dir: PathBuf,
+    /// Serve stores in this PostgreSQL database (`postgres://user@host:port/db`)
+    /// instead of the data directory: each store is a row of the schema
+    /// [`Self::postgres_options`] names, through `annals_postgres`.
+    pub postgres: Option<String>,
+    /// The options of the PostgreSQL database (schema, pool size).
+    pub postgres_options: annals_postgres::PostgresOptions,
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
     /// The options of every embedded store the server opens.
@@ -70,6 +80,15 @@ pub struct ServerConfig {
     /// Bearer tokens every `/v1` request must carry; without them the server only
     /// listens on a loopback address.
     pub tokens: Option<Tokens>,
+    /// How far a live subscriber may fall behind before the server closes its stream
+    /// with `event: lagged` (the client resumes from its last id): the number of events
+    /// committed since the subscriber connected that it has not been sent yet, i.e.
+    /// `head - max(subscriber position, head at connect)`. A subscriber catching up on
+    /// old events is not cut for the history it reads, only for falling further behind
+    /// the writers while it does. Reads from storage are paced by the connection (no
+    /// event is read before the socket takes the previous ones), so memory stays
+    /// bounded whatever this is; the limit bounds how stale a connection may get.
+    pub max_subscriber_lag: u64,
 }
 
 impl ServerConfig {
@@ -77,9 +96,12 @@ impl ServerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             data_dir: data_dir.into(),
+            postgres: None,
+            postgres_options: annals_postgres::PostgresOptions::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 2113)),
             embedded: EmbeddedOptions::default(),
             tokens: None,
+            max_subscriber_lag: DEFAULT_MAX_SUBSCRIBER_LAG,
         }
     }
 
@@ -104,6 +126,9 @@ pub enum ServeError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// The PostgreSQL database could not be reached or prepared.
+    #[error("cannot use the PostgreSQL database: {0}")]
+    Postgres(annals_core::Error),
     /// Binding or serving failed.
     #[error("cannot listen on {addr}: {source}")]
     Io {
@@ -128,10 +153,25 @@ impl Server {
         if !config.listen.ip().is_loopback() && config.tokens.is_none() {
             return Err(ServeError::NotLoopback(config.listen));
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let backing = match &config.postgres {
+            Some(url) => registry::Backing::Postgres(
+                annals_postgres::PostgresDatabase::connect(url, config.postgres_options.clone())
+                    .await
+                    .map_err(ServeError::Postgres)?,
+            ),
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                    ServeError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
+                })?;
+                registry::Backing::Embedded {
+                    dir: config.data_dir.clone(),
+                    options: config.embedded,
+                }
+            }
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Io {
@@ -143,7 +183,7 @@ impl Server {
             source,
         })?;
         Ok(Server {
-            registry: Arc::new(registry::Registry::new(config.data_dir, config.embedded)),
+            registry: Arc::new(registry::Registry::new(backing, config.max_subscriber_lag)),
             tokens: config.tokens,
             listener,
             addr,
@@ -156,8 +196,8 @@ impl Server {
     }
 
     /// Creates the store `name` unless it exists; `true` when it was created.
-    pub fn ensure_store(&self, name: &str) -> Result<bool, ApiError> {
-        match self.registry.create(name) {
+    pub async fn ensure_store(&self, name: &str) -> Result<bool, ApiError> {
+        match self.registry.create(name).await {
             Ok(()) => Ok(true),
             Err(ApiError::StoreAlreadyExists(_)) => Ok(false),
             Err(e) => Err(e),
@@ -178,7 +218,13 @@ impl Server {
         let registry = Arc::clone(&self.registry);
         let app = routes::router(Arc::clone(&self.registry), self.tokens.clone());
         tracing::info!(addr = %self.addr, "annals server listening");
-        axum::serve(self.listener, app)
+        // Responses go out as soon as they are written (no Nagle delay on small ones).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing stores");

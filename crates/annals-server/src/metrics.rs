@@ -24,6 +24,7 @@ pub(crate) struct Metrics {
     pub(crate) reads: AtomicU64,
     pub(crate) subscriptions_open: AtomicU64,
     pub(crate) subscription_events: AtomicU64,
+    pub(crate) subscriptions_lagged: AtomicU64,
     requests: AtomicU64,
     client_errors: AtomicU64,
     server_errors: AtomicU64,
@@ -116,6 +117,12 @@ impl Metrics {
             "Events sent to subscribers.",
             "counter",
             get(&self.subscription_events),
+        );
+        counter(
+            "annals_subscriptions_lagged_total",
+            "Subscriptions closed with `event: lagged` (past --max-subscriber-lag).",
+            "counter",
+            get(&self.subscriptions_lagged),
         );
         counter(
             "annals_http_client_errors_total",

@@ -197,7 +197,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "get",
         "/v1/stores/{store}/subscribe",
         "subscribe",
-        "Catch-up then live events as Server-Sent Events.",
+        "Catch-up then live events as Server-Sent Events (`event: event`); a subscriber \
+         more than the server's --max-subscriber-lag events behind gets `event: lagged` \
+         and the stream ends, to be resumed with Last-Event-ID.",
         200,
     ),
 ];

@@ -1,7 +1,9 @@
-//! The stores a server hosts: one embedded store per directory under the data directory.
+//! The stores a server hosts: one embedded store per directory under the data directory,
+//! or (with `--postgres`) one store per row of the `stores` table of one PostgreSQL
+//! schema, through `annals_postgres`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +15,26 @@ use crate::error::ApiError;
 /// The longest store name accepted (it is a directory name).
 pub const MAX_STORE_NAME: usize = 128;
 
+/// Where the stores live.
+pub(crate) enum Backing {
+    /// One embedded store per subdirectory.
+    Embedded {
+        /// The data directory.
+        dir: PathBuf,
+        /// The options of every store.
+        options: EmbeddedOptions,
+    },
+    /// Stores as rows of one PostgreSQL schema.
+    Postgres(annals_postgres::PostgresDatabase),
+}
+
 /// Stores by name, opened on first use.
 pub(crate) struct Registry {
-    dir: PathBuf,
-    options: EmbeddedOptions,
+    backing: Backing,
     stores: Mutex<HashMap<String, Arc<dyn EventStore>>>,
     shutting_down: AtomicBool,
+    /// See [`crate::ServerConfig::max_subscriber_lag`].
+    pub(crate) max_subscriber_lag: u64,
     /// The counters of `GET /metrics`.
     pub(crate) metrics: crate::metrics::Metrics,
 }
@@ -52,65 +68,109 @@ fn lock_poisoned() -> ApiError {
 }
 
 impl Registry {
-    pub(crate) fn new(dir: PathBuf, options: EmbeddedOptions) -> Self {
+    pub(crate) fn new(backing: Backing, max_subscriber_lag: u64) -> Self {
         Registry {
-            dir,
-            options,
+            backing,
+            max_subscriber_lag,
             stores: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
         }
     }
 
-    fn store_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    fn cached(&self, name: &str) -> Result<Option<Arc<dyn EventStore>>, ApiError> {
+        let stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+        Ok(stores.get(name).cloned())
     }
 
-    fn open(&self, dir: &Path) -> Result<Arc<dyn EventStore>, ApiError> {
-        Ok(Arc::new(EmbeddedStore::open_with(dir, self.options)?))
-    }
-
-    /// The named store, opened from its directory if it is not open yet.
-    pub(crate) fn get(&self, name: &str) -> Result<Arc<dyn EventStore>, ApiError> {
-        check_store_name(name)?;
+    fn cache(&self, name: &str, store: Arc<dyn EventStore>) -> Result<(), ApiError> {
         let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
-        if let Some(store) = stores.get(name) {
-            return Ok(Arc::clone(store));
-        }
-        let dir = self.store_dir(name);
-        if !dir.is_dir() {
-            return Err(Error::not_found("store", name).into());
-        }
-        let store = self.open(&dir)?;
-        stores.insert(name.to_owned(), Arc::clone(&store));
-        Ok(store)
-    }
-
-    /// Creates a store; [`ApiError::StoreAlreadyExists`] when it exists.
-    pub(crate) fn create(&self, name: &str) -> Result<(), ApiError> {
-        check_store_name(name)?;
-        let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
-        let dir = self.store_dir(name);
-        if stores.contains_key(name) || dir.exists() {
-            return Err(ApiError::StoreAlreadyExists(name.to_owned()));
-        }
-        let store = self.open(&dir)?;
         stores.insert(name.to_owned(), store);
         Ok(())
     }
 
-    /// Deletes a store and its directory.
+    /// The named store, opened if it is not open yet.
+    pub(crate) async fn get(&self, name: &str) -> Result<Arc<dyn EventStore>, ApiError> {
+        check_store_name(name)?;
+        match &self.backing {
+            Backing::Embedded { dir, options } => {
+                let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+                if let Some(store) = stores.get(name) {
+                    return Ok(Arc::clone(store));
+                }
+                let dir = dir.join(name);
+                if !dir.is_dir() {
+                    return Err(Error::not_found("store", name).into());
+                }
+                let store: Arc<dyn EventStore> =
+                    Arc::new(EmbeddedStore::open_with(&dir, *options)?);
+                stores.insert(name.to_owned(), Arc::clone(&store));
+                Ok(store)
+            }
+            Backing::Postgres(db) => {
+                if let Some(store) = self.cached(name)? {
+                    return Ok(store);
+                }
+                if !pg_store_exists(db, name).await? {
+                    return Err(Error::not_found("store", name).into());
+                }
+                let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
+                self.cache(name, Arc::clone(&store))?;
+                Ok(store)
+            }
+        }
+    }
+
+    /// Creates a store; [`ApiError::StoreAlreadyExists`] when it exists.
+    pub(crate) async fn create(&self, name: &str) -> Result<(), ApiError> {
+        check_store_name(name)?;
+        match &self.backing {
+            Backing::Embedded { dir, options } => {
+                let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+                let dir = dir.join(name);
+                if stores.contains_key(name) || dir.exists() {
+                    return Err(ApiError::StoreAlreadyExists(name.to_owned()));
+                }
+                let store = Arc::new(EmbeddedStore::open_with(&dir, *options)?);
+                stores.insert(name.to_owned(), store);
+                Ok(())
+            }
+            Backing::Postgres(db) => {
+                // The insert decides between concurrent creators: one gets the row.
+                let sql = format!(
+                    "INSERT INTO {}.stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING \
+                     RETURNING id",
+                    db.schema()
+                );
+                let created = sqlx::query(&sql)
+                    .bind(name)
+                    .fetch_optional(db.pool())
+                    .await
+                    .map_err(pg_error)?;
+                if created.is_none() {
+                    return Err(ApiError::StoreAlreadyExists(name.to_owned()));
+                }
+                let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
+                self.cache(name, store)
+            }
+        }
+    }
+
+    /// Deletes a store (its directory, or its rows).
     pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
-        let store = self.get(name)?;
+        let store = self.get(name).await?;
         {
             let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
             stores.remove(name);
         }
         store.drop_store().await?;
-        match std::fs::remove_dir_all(self.store_dir(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::backend("server", e).into()),
+        match &self.backing {
+            Backing::Embedded { dir, .. } => match std::fs::remove_dir_all(dir.join(name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::backend("server", e).into()),
+            },
+            Backing::Postgres(_) => Ok(()),
         }
     }
 
@@ -132,4 +192,23 @@ impl Registry {
             }
         }
     }
+}
+
+/// Whether the store `name` has its row in the PostgreSQL schema (`annals_postgres`
+/// creates stores on open, so existence is asked of its `stores` table directly).
+async fn pg_store_exists(
+    db: &annals_postgres::PostgresDatabase,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let sql = format!("SELECT 1 FROM {}.stores WHERE name = $1", db.schema());
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(pg_error)?;
+    Ok(row.is_some())
+}
+
+fn pg_error(e: sqlx::Error) -> ApiError {
+    ApiError::Store(Error::backend("postgres", e))
 }

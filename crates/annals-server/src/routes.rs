@@ -125,7 +125,7 @@ fn no_content() -> ApiResult {
 }
 
 async fn create_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
-    reg.create(&store)?;
+    reg.create(&store).await?;
     tracing::info!(%store, "store created");
     ok(StatusCode::CREATED, json!({ "store": store }))
 }
@@ -137,17 +137,17 @@ async fn drop_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>)
 }
 
 async fn describe(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
-    let d = reg.get(&store)?.describe().await?;
+    let d = reg.get(&store).await?.describe().await?;
     ok(StatusCode::OK, wire::description(&store, &d))
 }
 
 async fn freeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
-    reg.get(&store)?.freeze().await?;
+    reg.get(&store).await?.freeze().await?;
     no_content()
 }
 
 async fn unfreeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
-    reg.get(&store)?.unfreeze().await?;
+    reg.get(&store).await?.unfreeze().await?;
     no_content()
 }
 
@@ -157,7 +157,7 @@ async fn append(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body_bytes(body)?;
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let request = parse_body::<AppendBody>(&body)?.into_request()?;
     let result = s.append(request).await?;
     count(&reg.metrics.appends, 1);
@@ -204,7 +204,7 @@ async fn read_all(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let filter = event_filter(&p)?;
     if p.get("afterPosition").is_some()
@@ -245,7 +245,7 @@ async fn export(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let after: u64 = p.parse("afterPosition")?.unwrap_or(0);
     let limit: Option<u64> = p.parse("limit")?;
@@ -311,7 +311,7 @@ async fn mark_dispatched(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
 ) -> ApiResult {
-    reg.get(&store)?.mark_dispatched(&id).await?;
+    reg.get(&store).await?.mark_dispatched(&id).await?;
     no_content()
 }
 
@@ -320,7 +320,7 @@ async fn list_streams(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let mut query = ListStreams {
         context: p.string("context"),
@@ -373,7 +373,7 @@ async fn stream_info(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let info = s.stream_info(&p.stream()).await?;
     ok(
@@ -387,7 +387,7 @@ async fn read_stream(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let read = StreamRead {
         from_version: p.parse("fromVersion")?.unwrap_or(1),
@@ -413,7 +413,7 @@ async fn save_stream_snapshot(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body_bytes(body)?;
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let mut b: wire::SnapshotBody = parse_body(&body)?;
     let data = b.data();
     let snapshot = s
@@ -442,7 +442,7 @@ async fn latest_stream_snapshot(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let stream = p.stream();
     match s
@@ -459,7 +459,7 @@ async fn prune_stream_snapshots(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let keep: usize = p.parse("keep")?.unwrap_or(0);
     let deleted = s.prune_stream_snapshots(&p.stream(), keep).await?;
@@ -472,7 +472,7 @@ async fn save_snapshot(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body_bytes(body)?;
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let b: wire::KeyedSnapshotBody = parse_body(&body)?;
     s.save_snapshot(&key, &b.content).await?;
     no_content()
@@ -482,7 +482,7 @@ async fn load_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
 ) -> ApiResult {
-    match reg.get(&store)?.load_snapshot(&key).await? {
+    match reg.get(&store).await?.load_snapshot(&key).await? {
         Some(snapshot) => ok(StatusCode::OK, wire::keyed_snapshot(&snapshot)),
         None => Err(Error::not_found("snapshot", key).into()),
     }
@@ -492,7 +492,7 @@ async fn drop_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
 ) -> ApiResult {
-    if reg.get(&store)?.drop_snapshot(&key).await? {
+    if reg.get(&store).await?.drop_snapshot(&key).await? {
         no_content()
     } else {
         Err(Error::not_found("snapshot", key).into())
@@ -505,7 +505,7 @@ async fn set_secret(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body_bytes(body)?;
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let b: wire::SecretBody = parse_body(&body)?;
     if !b.events.is_empty() {
         // The trait has no atomic "secret plus events" write yet.
@@ -526,7 +526,7 @@ async fn get_secret(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
 ) -> ApiResult {
-    match reg.get(&store)?.get_secret(&id).await? {
+    match reg.get(&store).await?.get_secret(&id).await? {
         Some(secret) => ok(StatusCode::OK, wire::secret(&secret)),
         None => Err(Error::not_found("secret", id).into()),
     }
@@ -538,7 +538,7 @@ async fn delete_secret(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body = body_bytes(body)?;
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     if !body.is_empty() {
         let b: Value = parse_body(&body)?;
         if b.get("events")
@@ -561,7 +561,7 @@ async fn list_secrets(
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let secrets = s
         .list_secrets(SecretQuery {
@@ -582,7 +582,7 @@ async fn subscribe(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let s = reg.get(&store)?;
+    let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let filter = event_filter(&p)?;
     let last_id = headers
@@ -598,27 +598,86 @@ async fn subscribe(
         Some(position) => ReadFrom::Position(position),
         None => read_from(&p)?,
     };
+    let start_head = s.describe().await?.head_position;
     let events = s.subscribe(Subscribe { from, filter });
-    Ok(Sse::new(sse_events(events, reg))
+    let lag = LagWatch {
+        store: Arc::clone(&s),
+        start_head,
+        max_lag: reg.max_subscriber_lag,
+        since_check: 0,
+        checked_at: std::time::Instant::now(),
+    };
+    Ok(Sse::new(sse_events(events, lag, reg))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
 }
 
+/// Events between a live subscription and the store head, checked every
+/// [`LAG_CHECK_EVENTS`] events or [`LAG_CHECK_INTERVAL`] (the head is one `describe`).
+struct LagWatch {
+    store: Arc<dyn annals_core::EventStore>,
+    /// The head when the subscriber connected: history before it is not lag.
+    start_head: u64,
+    max_lag: u64,
+    since_check: u64,
+    checked_at: std::time::Instant,
+}
+
+/// See [`LagWatch`].
+const LAG_CHECK_EVENTS: u64 = 256;
+/// See [`LagWatch`].
+const LAG_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+impl LagWatch {
+    /// The `lagged` message when the subscriber, about to be sent the event at
+    /// `position`, is more than the limit behind.
+    async fn check(&mut self, position: u64) -> Option<Event> {
+        self.since_check += 1;
+        if self.since_check < LAG_CHECK_EVENTS && self.checked_at.elapsed() < LAG_CHECK_INTERVAL {
+            return None;
+        }
+        self.since_check = 0;
+        self.checked_at = std::time::Instant::now();
+        let head = self.store.describe().await.ok()?.head_position;
+        // `position` is not sent yet: the subscriber holds everything before it.
+        let lag = head.saturating_sub(position.saturating_sub(1).max(self.start_head));
+        (lag > self.max_lag).then(|| {
+            Event::default().event("lagged").data(
+                json!({
+                    "lastPosition": position.saturating_sub(1),
+                    "headPosition": head,
+                    "lag": lag,
+                    "maxSubscriberLag": self.max_lag,
+                })
+                .to_string(),
+            )
+        })
+    }
+}
+
 /// The SSE messages of a subscription: `event` per stored event; a failure becomes one
 /// `error` message (the API.md error body) and ends the stream; the store ending the
+/// subscription (closed, dropped) sends `end`; a subscriber past the lag limit gets
+/// `lagged` (data: `lastPosition`, `headPosition`, `lag`, `maxSubscriberLag`) and the
+/// stream ends, so it resumes from its last id; the store ending the
 /// subscription (closed, dropped) sends `end`, so a client can tell it from a dropped
 /// connection. At server shutdown the stream just stops, so clients reconnect and resume.
 fn sse_events(
     events: EventStream,
+    lag: LagWatch,
     reg: Arc<Registry>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let open = crate::metrics::OpenSubscription::new(Arc::clone(&reg));
-    futures::stream::unfold(Some((events, open)), move |state| {
+    futures::stream::unfold(Some((events, open, lag)), move |state| {
         let reg = Arc::clone(&reg);
         async move {
-            let (mut events, open) = state?;
+            let (mut events, open, mut lag) = state?;
             let message = match events.next().await {
                 Some(Ok(e)) => {
+                    if let Some(lagged) = lag.check(e.position).await {
+                        count(&reg.metrics.subscriptions_lagged, 1);
+                        return Some((Ok(lagged), None));
+                    }
                     let data = serde_json::to_string(&wire::EventOut(&e)).unwrap_or_else(|err| {
                         ApiError::Store(Error::invalid("event", err.to_string()))
                             .body()
@@ -630,7 +689,7 @@ fn sse_events(
                             .id(e.position.to_string())
                             .event("event")
                             .data(data)),
-                        Some((events, open)),
+                        Some((events, open, lag)),
                     ));
                 }
                 Some(Err(_)) | None if reg.shutting_down() => return None,

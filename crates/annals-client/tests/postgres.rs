@@ -1,0 +1,144 @@
+//! The HTTP client runs the whole conformance suite, unchanged, against a real server
+//! whose stores live in PostgreSQL (`annals serve --postgres URL`): one server for the
+//! test binary, a fresh store per test, dropped when the test ends.
+//!
+//! The database is `ANNALS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), in a schema of this run's own,
+//! `annals_test_<unix seconds>_<pid>` (each test drops its store; the emptied schema is
+//! dropped by a later run of the annals-postgres tests, which remove the
+//! `annals_test_*` schemas of runs older than an hour). Without a
+//! reachable database the tests fail under `CI=true` and are skipped (loudly) elsewhere.
+
+// Test helpers panic on failure by design: a failed expect is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use annals_client::HttpStore;
+use annals_core::EventStore;
+use annals_server::{Server, ServerConfig};
+use annals_testkit::TestStore;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn database_url() -> String {
+    std::env::var("ANNALS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// The base URL of the PostgreSQL-backed server shared by the tests of this binary, or
+/// `None` (the test is skipped) when the database cannot be reached outside CI.
+fn server_url() -> Option<&'static str> {
+    static URL: OnceLock<Option<String>> = OnceLock::new();
+    URL.get_or_init(|| {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let schema = format!("annals_test_{secs}_{}", std::process::id());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let mut config = ServerConfig::new("unused-with-postgres")
+                    .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+                config.postgres = Some(database_url());
+                config.postgres_options.schema = schema;
+                let connect =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), Server::bind(config))
+                        .await;
+                let server = match connect {
+                    Ok(Ok(server)) => server,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Err("no answer within 10 s".to_owned()));
+                        return;
+                    }
+                };
+                tx.send(Ok(format!("http://{}", server.local_addr())))
+                    .expect("send url");
+                server
+                    .run_until(std::future::pending())
+                    .await
+                    .expect("serve");
+            });
+        });
+        match rx.recv().expect("the test server thread answers") {
+            Ok(url) => {
+                eprintln!(
+                    "annals-client postgres tests: server at {url} on {}",
+                    database_url()
+                );
+                Some(url)
+            }
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+                "PostgreSQL at {} is not usable ({why}); under CI=true these tests must run",
+                database_url()
+            ),
+            Err(why) => {
+                // Straight to stderr: libtest does not capture this, so a skip is seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** SKIPPED: PostgreSQL at {} is not usable ({why}).\n*** Start it, or set \
+                     ANNALS_TEST_POSTGRES_URL; the PostgreSQL-backed server tests did not run.\n",
+                    database_url()
+                );
+                None
+            }
+        }
+    })
+    .as_deref()
+}
+
+/// Drops the test's store on the server when the test is done with it, so the server
+/// does not keep one appender connection per finished test.
+struct DropStore {
+    url: &'static str,
+    name: String,
+}
+
+impl Drop for DropStore {
+    fn drop(&mut self) {
+        let url = self.url;
+        let name = std::mem::take(&mut self.name);
+        // Its own thread and runtime: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("clean-up runtime");
+            runtime.block_on(async move {
+                if let Ok(store) = HttpStore::new(url, &name) {
+                    // Already dropped by the test itself: fine.
+                    let _ = store.drop_store().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn fresh(url: &'static str) -> TestStore {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!("pg{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let store = HttpStore::new(url, &name).expect("client");
+    store.create().await.expect("create the store");
+    TestStore::with_guard(Arc::new(store), DropStore { url, name })
+}
+
+annals_testkit::conformance_suite!({
+    let Some(url) = server_url() else {
+        return;
+    };
+    fresh(url)
+});
