@@ -653,6 +653,8 @@ async fn serve(mut config: ServerConfig, token_file: Option<PathBuf>) -> Result<
             }),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal; log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let serving = match &config.postgres {
         Some(url) => format!(
