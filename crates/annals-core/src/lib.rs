@@ -39,6 +39,7 @@ pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod query;
+pub mod rules;
 pub mod scan;
 pub mod store;
 pub mod subscription;

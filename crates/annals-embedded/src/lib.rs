@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use annals_core::limits::{check_name, check_text};
-use annals_core::memory::{check_stream, check_stream_read};
+use annals_core::rules::{check_stream, check_stream_read};
 use annals_core::subscription::{subscription, PageReader, CLOSED};
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, KeyedSnapshot,

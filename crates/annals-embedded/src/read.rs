@@ -427,7 +427,7 @@ pub fn list_streams(engine: &dyn Engine, query: &ListStreams) -> Result<StreamPa
     }
     let mut paging = query.clone();
     paging.page_token = None;
-    Ok(annals_core::memory::page_streams(
+    Ok(annals_core::rules::page_streams(
         selected.into_iter(),
         &paging,
     ))
@@ -495,7 +495,7 @@ pub fn list_secrets(engine: &dyn Engine, query: &SecretQuery) -> Result<Vec<Secr
         let idx = codec::read_u64(&k, "secrets")?;
         let (id, secret) = codec::decode_secret(&v)?;
         let s = Secret { idx, id, secret };
-        if !annals_core::memory::secret_matches(query, &s) {
+        if !annals_core::rules::secret_matches(query, &s) {
             continue;
         }
         if skip > 0 {

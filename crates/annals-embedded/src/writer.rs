@@ -784,5 +784,5 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchSt
 
 /// Validated snapshot to save (the writer only stores it).
 pub(crate) fn snapshot_command(snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
-    annals_core::memory::check_stream_snapshot(snapshot)
+    annals_core::rules::check_stream_snapshot(snapshot)
 }

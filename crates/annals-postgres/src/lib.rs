@@ -122,7 +122,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use annals_core::limits::{check_name, check_text};
-use annals_core::memory::{check_stream, check_stream_read, check_stream_snapshot};
+use annals_core::rules::{check_stream, check_stream_read, check_stream_snapshot};
 use annals_core::subscription::{subscription, PageReader, CLOSED};
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, Json, KeyedSnapshot,
@@ -369,6 +369,24 @@ async fn check_server(conn: &mut sqlx::PgConnection) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Runs a freeze or unfreeze statement, which returns a row only when it changed the
+/// flag; no row means the store already was in that state (or is gone, which
+/// `read::head` reports).
+async fn set_frozen(shared: &Shared, sql: &str, unchanged: Error) -> Result<()> {
+    let done = sqlx::query(sql)
+        .bind(shared.store_id)
+        .fetch_optional(&shared.pool)
+        .await
+        .map_err(db_error)?;
+    match done {
+        Some(_) => Ok(()),
+        None => {
+            read::head(shared).await?;
+            Err(unchanged)
+        }
+    }
 }
 
 fn poisoned_lock() -> Error {
@@ -643,34 +661,12 @@ impl EventStore for PostgresStore {
 
     async fn freeze(&self) -> Result<()> {
         let shared = self.open()?;
-        let done = sqlx::query(&shared.sql.freeze)
-            .bind(shared.store_id)
-            .fetch_optional(&shared.pool)
-            .await
-            .map_err(db_error)?;
-        match done {
-            Some(_) => Ok(()),
-            None => {
-                read::head(shared).await?;
-                Err(Error::AlreadyFrozen)
-            }
-        }
+        set_frozen(shared, &shared.sql.freeze, Error::AlreadyFrozen).await
     }
 
     async fn unfreeze(&self) -> Result<()> {
         let shared = self.open()?;
-        let done = sqlx::query(&shared.sql.unfreeze)
-            .bind(shared.store_id)
-            .fetch_optional(&shared.pool)
-            .await
-            .map_err(db_error)?;
-        match done {
-            Some(_) => Ok(()),
-            None => {
-                read::head(shared).await?;
-                Err(Error::NotFrozen)
-            }
-        }
+        set_frozen(shared, &shared.sql.unfreeze, Error::NotFrozen).await
     }
 
     async fn save_snapshot(&self, key: &str, content: &str) -> Result<()> {

@@ -500,10 +500,7 @@ pub(crate) async fn list_streams(shared: &Shared, query: &ListStreams) -> Result
     }
     let mut paging = query.clone();
     paging.page_token = None;
-    Ok(annals_core::memory::page_streams(
-        infos.into_iter(),
-        &paging,
-    ))
+    Ok(annals_core::rules::page_streams(infos.into_iter(), &paging))
 }
 
 /// The store's head position, read from its head row.

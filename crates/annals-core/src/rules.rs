@@ -1,0 +1,132 @@
+//! The rules every backend applies the same way: argument checks beyond the size
+//! limits, secret selection and stream-listing pages. Kept here, not in a backend, so a
+//! new backend reuses them instead of re-deriving them.
+
+use crate::error::{Error, Result};
+use crate::limits::{check_json, check_name};
+use crate::model::{StreamId, Timestamp};
+use crate::query::{ListStreams, StreamInfo, StreamPage, StreamRead};
+use crate::store::{NewStreamSnapshot, Secret, SecretQuery, StreamSnapshot};
+use crate::StreamPageToken;
+
+/// Checks a stream id's fields against the limits.
+///
+/// ```
+/// assert!(annals_core::rules::check_stream(&annals_core::StreamId::new("")).is_err());
+/// ```
+pub fn check_stream(stream: &StreamId) -> Result<()> {
+    check_name("stream.id", &stream.id, true)?;
+    check_name("stream.aggregate", &stream.aggregate, false)?;
+    check_name("stream.context", &stream.context, false)
+}
+
+/// Checks a stream read's arguments.
+///
+/// ```
+/// use annals_core::{rules::check_stream_read, StreamId, StreamRead};
+/// assert!(check_stream_read(&StreamId::new("s"), &StreamRead::all().from_version(0)).is_err());
+/// ```
+pub fn check_stream_read(stream: &StreamId, read: &StreamRead) -> Result<()> {
+    check_stream(stream)?;
+    if read.from_version == 0 {
+        return Err(Error::invalid(
+            "from_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    if read.to_version == Some(0) {
+        return Err(Error::invalid(
+            "to_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a new stream snapshot and fills in its id and timestamp.
+///
+/// ```
+/// use annals_core::{rules::check_stream_snapshot, Json, NewStreamSnapshot, StreamId};
+/// let s = check_stream_snapshot(NewStreamSnapshot::new(StreamId::new("a"), 1, Json::null())).unwrap();
+/// assert!(!s.id.is_empty());
+/// assert!(check_stream_snapshot(NewStreamSnapshot::new(StreamId::new("a"), 0, Json::null())).is_err());
+/// ```
+pub fn check_stream_snapshot(snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+    check_stream(&snapshot.stream)?;
+    if let Some(id) = &snapshot.id {
+        check_name("id", id, true)?;
+    }
+    if snapshot.stream_version == 0 {
+        return Err(Error::invalid(
+            "stream_version",
+            "must be 1 or more (versions are 1-based)",
+        ));
+    }
+    check_json("data", snapshot.data.as_bytes())?;
+    Ok(StreamSnapshot {
+        id: snapshot
+            .id
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        stream: snapshot.stream,
+        stream_version: snapshot.stream_version,
+        schema_version: snapshot.schema_version,
+        data: snapshot.data,
+        timestamp: snapshot.timestamp.unwrap_or_else(Timestamp::now),
+    })
+}
+
+/// Whether a secret is selected by the query's id list and tombstone flag.
+///
+/// ```
+/// use annals_core::{rules::secret_matches, Secret, SecretQuery};
+/// let s = Secret { idx: 0, id: "a".into(), secret: None };
+/// assert!(!secret_matches(&SecretQuery::default(), &s));
+/// ```
+pub fn secret_matches(query: &SecretQuery, secret: &Secret) -> bool {
+    (query.include_deleted || secret.secret.is_some())
+        && (query.ids.is_empty() || query.ids.contains(&secret.id))
+}
+
+/// Applies `page_token` and `limit` to streams that are already filtered and sorted in
+/// the query's order.
+///
+/// ```
+/// use annals_core::{rules::page_streams, ListStreams};
+/// let page = page_streams(std::iter::empty(), &ListStreams::default());
+/// assert!(page.streams.is_empty() && page.next_page_token.is_none());
+/// ```
+pub fn page_streams(sorted: impl Iterator<Item = StreamInfo>, query: &ListStreams) -> StreamPage {
+    let after = |i: &StreamInfo| match query.page_token {
+        None => true,
+        Some(t) => {
+            let key = (i.first_timestamp, i.first_position);
+            let tok = (t.first_timestamp, t.first_position);
+            if query.reverse {
+                key < tok
+            } else {
+                key > tok
+            }
+        }
+    };
+    let limit = query.limit.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
+    let mut streams = Vec::new();
+    let mut more = false;
+    for info in sorted.filter(|i| after(i)) {
+        if streams.len() == limit {
+            more = true;
+            break;
+        }
+        streams.push(info);
+    }
+    let next_page_token = if more {
+        streams
+            .last()
+            .map(|i| StreamPageToken::new(i.first_timestamp, i.first_position))
+    } else {
+        None
+    };
+    StreamPage {
+        streams,
+        next_page_token,
+    }
+}
