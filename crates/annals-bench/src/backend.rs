@@ -23,8 +23,12 @@ pub enum Backend {
     /// `annals_client::HttpStore` talking to a live `annals_server::Server` (embedded
     /// stores in the run's directory) started in-process on `127.0.0.1:0` (cargo
     /// feature `http`, on by default). Concurrent writers share one client, whose
-    /// connection pool opens one HTTP connection per concurrent request.
+    /// connection pool opens one HTTP connection per concurrent request. Appends made while
+    /// two are on the wire travel together (the client's default batching).
     Http,
+    /// As `http`, with the client's append batching off: every append is its own request
+    /// (up to 1,024 on the wire at once), as with many independent clients.
+    HttpPerRequest,
 }
 
 /// A store opened for one workload run, with whatever must outlive it (the server of
@@ -76,6 +80,7 @@ impl Backend {
             Backend::Embedded => "embedded",
             Backend::Postgres => "postgres",
             Backend::Http => "http",
+            Backend::HttpPerRequest => "http-per-request",
         }
     }
 
@@ -85,7 +90,8 @@ impl Backend {
             Backend::Memory => Ok(OpenStore::plain(Arc::new(MemoryStore::new()))),
             Backend::Embedded => open_embedded(dir).map(OpenStore::plain),
             Backend::Postgres => open_postgres().await.map(OpenStore::plain),
-            Backend::Http => open_http(dir).await,
+            Backend::Http => open_http(dir, annals_client_default_in_flight()).await,
+            Backend::HttpPerRequest => open_http(dir, 1024).await,
         }
     }
 }
@@ -140,7 +146,17 @@ async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
 /// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
 /// a fresh store on it.
 #[cfg(feature = "http")]
-async fn open_http(dir: &Path) -> BenchResult<OpenStore> {
+fn annals_client_default_in_flight() -> usize {
+    annals_client::DEFAULT_MAX_APPENDS_IN_FLIGHT
+}
+
+#[cfg(not(feature = "http"))]
+fn annals_client_default_in_flight() -> usize {
+    1
+}
+
+#[cfg(feature = "http")]
+async fn open_http(dir: &Path, max_appends_in_flight: usize) -> BenchResult<OpenStore> {
     use std::net::SocketAddr;
     let config = annals_server::ServerConfig::new(dir.join("server"))
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -156,7 +172,8 @@ async fn open_http(dir: &Path) -> BenchResult<OpenStore> {
             .await
             .map_err(BenchError::from)
     });
-    let client = annals_client::HttpStore::new(&url, "bench")?;
+    let client = annals_client::HttpStore::new(&url, "bench")?
+        .with_max_appends_in_flight(max_appends_in_flight);
     client.create().await?;
     Ok(OpenStore {
         store: Arc::new(client),
@@ -165,6 +182,6 @@ async fn open_http(dir: &Path) -> BenchResult<OpenStore> {
 }
 
 #[cfg(not(feature = "http"))]
-async fn open_http(_dir: &Path) -> BenchResult<OpenStore> {
+async fn open_http(_dir: &Path, _max_appends_in_flight: usize) -> BenchResult<OpenStore> {
     Err("this annals-bench was built without the `http` feature".into())
 }

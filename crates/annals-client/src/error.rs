@@ -122,6 +122,10 @@ pub(crate) fn from_body(status: u16, body: &[u8]) -> Error {
             actual: number(d, "currentVersion"),
         },
         "duplicate_event_id" => Error::DuplicateEventId { id: text(d, "id") },
+        "head_moved" => Error::WrongExpectedHead {
+            expected: number(d, "expectedHead"),
+            actual: number(d, "headPosition"),
+        },
         "store_frozen" => Error::Frozen,
         "already_frozen" => Error::AlreadyFrozen,
         "not_frozen" => Error::NotFrozen,

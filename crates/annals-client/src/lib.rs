@@ -16,7 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+mod append_pipeline;
 mod error;
+mod maintenance;
 mod wire;
 
 use std::collections::VecDeque;
@@ -33,6 +35,7 @@ use annals_core::{
     RecordedEvent, Result, Secret, SecretQuery, StoreDescription, StreamId, StreamInfo, StreamPage,
     StreamRead, StreamSnapshot, Subscribe, Version,
 };
+use annals_core::{ImportBatch, ImportOutcome, OnConflict, SecretImport};
 
 pub use error::{ConnectionError, RemoteError};
 
@@ -46,7 +49,13 @@ pub struct HttpStore {
     name: String,
     token: Option<String>,
     closed: tokio::sync::watch::Sender<bool>,
+    appends: std::sync::Arc<append_pipeline::AppendPipeline>,
+    max_appends_in_flight: usize,
 }
+
+/// How many append requests one [`HttpStore`] keeps on the wire at once by default;
+/// appends beyond that queue and leave together as one batch request.
+pub const DEFAULT_MAX_APPENDS_IN_FLIGHT: usize = 1;
 
 /// Percent-encodes one path segment.
 fn segment(s: &str) -> String {
@@ -152,24 +161,67 @@ impl HttpStore {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(error::connection)?;
+        let store_url = format!(
+            "{}/v1/stores/{}",
+            base_url.trim_end_matches('/'),
+            segment(store_name)
+        );
+        let appends = std::sync::Arc::new(append_pipeline::AppendPipeline::new(
+            http.clone(),
+            &store_url,
+            None,
+            DEFAULT_MAX_APPENDS_IN_FLIGHT,
+        ));
         Ok(HttpStore {
             http,
-            store_url: format!(
-                "{}/v1/stores/{}",
-                base_url.trim_end_matches('/'),
-                segment(store_name)
-            ),
+            store_url,
             name: store_name.to_owned(),
             token: None,
             closed: tokio::sync::watch::Sender::new(false),
+            appends,
+            max_appends_in_flight: DEFAULT_MAX_APPENDS_IN_FLIGHT,
         })
     }
 
     /// Sends `Authorization: Bearer <token>` with every request (for a server started
     /// with a token file).
+    ///
+    /// ```
+    /// let store = annals_client::HttpStore::new("http://127.0.0.1:2113", "default")?
+    ///     .with_token("s3cret");
+    /// assert_eq!(store.name(), "default");
+    /// # Ok::<(), annals_core::Error>(())
+    /// ```
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self.rebuild_pipeline();
         self
+    }
+
+    /// How many append requests may be on the wire at once (at least 1; default
+    /// [`DEFAULT_MAX_APPENDS_IN_FLIGHT`]). Appends made while that many are out wait and
+    /// then travel together in one `POST /events/batch`, each keeping its own atomicity
+    /// and result: client-side group commit. A high value sends every append at once on
+    /// its own connection.
+    ///
+    /// ```
+    /// let store = annals_client::HttpStore::new("http://127.0.0.1:2113", "default")?
+    ///     .with_max_appends_in_flight(8);
+    /// # Ok::<(), annals_core::Error>(())
+    /// ```
+    pub fn with_max_appends_in_flight(mut self, max: usize) -> Self {
+        self.max_appends_in_flight = max.max(1);
+        self.rebuild_pipeline();
+        self
+    }
+
+    fn rebuild_pipeline(&mut self) {
+        self.appends = std::sync::Arc::new(append_pipeline::AppendPipeline::new(
+            self.http.clone(),
+            &self.store_url,
+            self.token.clone(),
+            self.max_appends_in_flight,
+        ));
     }
 
     /// The store's name on the server.
@@ -252,19 +304,10 @@ impl EventStore for HttpStore {
         };
         let bytes =
             serde_json::to_vec(&body_in).map_err(|e| Error::invalid("payload", e.to_string()))?;
-        let r = send(
-            self.request(Method::POST, "/events")?
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes),
-        )
-        .await?;
-        let out: wire::AppendOut = body(r).await?;
-        Ok(AppendResult {
-            commit_id: out.commit_id.into(),
-            events: wire::recorded(out.events),
-            head_position: out.head_position,
-            retried: out.retried,
-        })
+        if *self.closed.borrow() {
+            return Err(Error::Closed);
+        }
+        self.appends.append(bytes).await
     }
 
     async fn read_stream(&self, stream: &StreamId, read: StreamRead) -> Result<Vec<RecordedEvent>> {
@@ -508,6 +551,26 @@ impl EventStore for HttpStore {
         } else {
             Ok(())
         }
+    }
+
+    async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome> {
+        maintenance::import_events(self, batch).await
+    }
+
+    async fn clear_events(&self) -> Result<()> {
+        maintenance::clear(self, "/events").await
+    }
+
+    async fn clear_secrets(&self) -> Result<()> {
+        maintenance::clear(self, "/secrets").await
+    }
+
+    async fn import_secrets(
+        &self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome> {
+        maintenance::import_secrets(self, secrets, on_conflict).await
     }
 
     async fn drop_store(&self) -> Result<()> {

@@ -189,6 +189,16 @@ impl From<EventOut> for RecordedEvent {
     }
 }
 
+/// The append result an append answer describes.
+pub(crate) fn append_result(out: AppendOut) -> annals_core::AppendResult {
+    annals_core::AppendResult {
+        commit_id: out.commit_id.into(),
+        events: recorded(out.events),
+        head_position: out.head_position,
+        retried: out.retried,
+    }
+}
+
 pub(crate) fn recorded(events: Vec<EventOut>) -> Vec<RecordedEvent> {
     events.into_iter().map(RecordedEvent::from).collect()
 }

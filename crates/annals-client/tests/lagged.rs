@@ -22,6 +22,23 @@ const PAYLOAD: usize = 8_000;
 /// The server's limit.
 const MAX_LAG: u64 = 300;
 
+/// One number from the server's `/metrics`.
+async fn metric(url: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{name} is exported"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn batch(first: u64) -> Vec<ProposedEvent> {
     (first..first + BATCH)
         .map(|n| {
@@ -70,6 +87,7 @@ async fn a_slow_subscriber_is_lagged_and_resumes_without_gap_or_duplicate() {
     };
 
     let mut expected = 2;
+    let mut largest_lag_seen = 0;
     while expected <= EVENTS {
         let e = tokio::time::timeout(Duration::from_secs(30), live.next())
             .await
@@ -81,23 +99,20 @@ async fn a_slow_subscriber_is_lagged_and_resumes_without_gap_or_duplicate() {
         // Slow for the first half: the writer gets far ahead.
         if expected < EVENTS / 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            if expected % 50 == 0 {
+                largest_lag_seen =
+                    largest_lag_seen.max(metric(&url, "annals_subscriber_lag_events_max").await);
+            }
         }
     }
+    eprintln!("the largest subscriber lag /metrics showed: {largest_lag_seen}");
+    assert!(
+        largest_lag_seen > 0,
+        "the lag gauge never showed the slow subscriber behind"
+    );
     writer.await.unwrap();
 
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let lagged: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("annals_subscriptions_lagged_total "))
-        .expect("the lagged counter")
-        .trim()
-        .parse()
-        .unwrap();
+    let lagged = metric(&url, "annals_subscriptions_lagged_total").await;
     eprintln!("the subscription was lagged {lagged} times");
     assert!(lagged >= 1, "the slow subscriber was never lagged");
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{ExpectedVersion, StreamId, Version};
+use crate::model::{ExpectedVersion, Position, StreamId, Version};
 
 /// Result alias used across Annals.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,6 +49,14 @@ pub enum Error {
     DuplicateEventId {
         /// The reused id.
         id: String,
+    },
+    /// An import with an expected head position found the store's head elsewhere.
+    #[error("wrong expected head position: expected {expected}, actual head position is {actual}")]
+    WrongExpectedHead {
+        /// The head position the caller expected.
+        expected: Position,
+        /// The store's head position when the import was checked.
+        actual: Position,
     },
     /// The store is frozen; every write is refused until it is unfrozen.
     #[error("the store is frozen: writes are refused until it is unfrozen")]
@@ -132,6 +140,8 @@ pub enum ErrorKind {
     VersionConflict,
     /// See [`Error::DuplicateEventId`].
     DuplicateEventId,
+    /// See [`Error::WrongExpectedHead`].
+    WrongExpectedHead,
     /// See [`Error::Frozen`].
     Frozen,
     /// See [`Error::AlreadyFrozen`].
@@ -210,6 +220,7 @@ impl Error {
             Error::WrongExpectedVersion { .. } => ErrorKind::WrongExpectedVersion,
             Error::VersionConflict { .. } => ErrorKind::VersionConflict,
             Error::DuplicateEventId { .. } => ErrorKind::DuplicateEventId,
+            Error::WrongExpectedHead { .. } => ErrorKind::WrongExpectedHead,
             Error::Frozen => ErrorKind::Frozen,
             Error::AlreadyFrozen => ErrorKind::AlreadyFrozen,
             Error::NotFrozen => ErrorKind::NotFrozen,

@@ -35,9 +35,11 @@
 pub mod append;
 pub mod cursor;
 pub mod error;
+pub mod import;
 pub mod limits;
 pub mod memory;
 pub mod model;
+pub mod ndjson;
 pub mod query;
 pub mod rules;
 pub mod scan;
@@ -59,3 +61,4 @@ pub use store::{
     NewStreamSnapshot, Secret, SecretQuery, StoreDescription, StreamSnapshot, StreamWrite,
     Subscribe,
 };
+pub use store::{ImportBatch, ImportOutcome, OnConflict, SecretImport};

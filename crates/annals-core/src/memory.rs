@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::append::{self, AppendCursor, AppendPlan, AppendState};
 use crate::error::{Error, Result};
+use crate::import::{self, ImportState, SecretImportState};
 use crate::limits::{check_name, check_text};
 use crate::model::{Direction, Position, RecordedEvent, StreamId, Timestamp, Version};
 use crate::query::{ListStreams, ReadAll, ReadAllPage, StreamInfo, StreamPage, StreamRead};
@@ -22,8 +23,9 @@ use crate::rules::{
 };
 use crate::scan::PageCollector;
 use crate::store::{
-    AppendRequest, AppendResult, Capabilities, EventStore, EventStream, KeyedSnapshot,
-    NewStreamSnapshot, Secret, SecretQuery, StoreDescription, StreamSnapshot, Subscribe,
+    AppendRequest, AppendResult, Capabilities, EventStore, EventStream, ImportBatch, ImportOutcome,
+    KeyedSnapshot, NewStreamSnapshot, OnConflict, Secret, SecretImport, SecretQuery,
+    StoreDescription, StreamSnapshot, Subscribe,
 };
 use crate::subscription::{subscription, PageReader};
 
@@ -45,8 +47,10 @@ struct State {
     /// (save sequence, snapshot), in save order.
     stream_snapshots: Vec<(u64, StreamSnapshot)>,
     snapshot_seq: u64,
-    secrets: Vec<Secret>,
+    /// idx → secret (imports may leave gaps in idx).
+    secrets: BTreeMap<u64, Secret>,
     secret_ids: HashMap<String, u64>,
+    next_secret_idx: u64,
 }
 
 impl State {
@@ -63,7 +67,60 @@ impl State {
     }
 }
 
+impl State {
+    /// Stores one planned event (its position is `head + 1`).
+    fn store_event(&mut self, e: RecordedEvent) {
+        self.ids.insert(e.id.to_string(), e.position);
+        let stream = self.streams.entry(e.stream.clone()).or_default();
+        stream.versions.push((e.version, e.position));
+        match &mut stream.info {
+            Some(info) => {
+                info.version = e.version;
+                info.last_position = e.position;
+            }
+            None => {
+                stream.info = Some(StreamInfo {
+                    stream: e.stream.clone(),
+                    version: e.version,
+                    first_timestamp: e.timestamp,
+                    first_position: e.position,
+                    last_position: e.position,
+                })
+            }
+        }
+        self.events.push(e);
+    }
+}
+
 struct View<'a>(&'a State);
+
+impl ImportState for View<'_> {
+    fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
+        AppendState::stream_version(self, stream)
+    }
+
+    fn has_version(&mut self, stream: &StreamId, version: Version) -> Result<bool> {
+        Ok(self.0.streams.get(stream).is_some_and(|s| {
+            s.versions
+                .binary_search_by_key(&version, |(v, _)| *v)
+                .is_ok()
+        }))
+    }
+
+    fn has_id(&mut self, id: &str) -> Result<bool> {
+        Ok(self.0.ids.contains_key(id))
+    }
+}
+
+impl SecretImportState for View<'_> {
+    fn has_secret_id(&mut self, id: &str) -> Result<bool> {
+        Ok(self.0.secret_ids.contains_key(id))
+    }
+
+    fn has_secret_idx(&mut self, idx: u64) -> Result<bool> {
+        Ok(self.0.secrets.contains_key(&idx))
+    }
+}
 
 impl AppendState for View<'_> {
     fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
@@ -133,6 +190,19 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Announces a new head to subscribers. Concurrent appends announce outside the
+    /// lock, possibly out of order: the announced head only moves forward (and stays at
+    /// CLOSED), or a subscriber could wait for an event that is already committed.
+    fn announce(&self, head: Position) {
+        self.inner.head.send_if_modified(|announced| {
+            let newer = head > *announced;
+            if newer {
+                *announced = head;
+            }
+            newer
+        });
+    }
+
     fn read_page(&self, read: ReadAll) -> Result<ReadAllPage> {
         let state = self.lock();
         state.open()?;
@@ -177,7 +247,11 @@ impl EventStore for MemoryStore {
     async fn describe(&self) -> Result<StoreDescription> {
         let state = self.lock();
         state.open()?;
-        let deleted = state.secrets.iter().filter(|s| s.secret.is_none()).count() as u64;
+        let deleted = state
+            .secrets
+            .values()
+            .filter(|s| s.secret.is_none())
+            .count() as u64;
         Ok(StoreDescription {
             event_count: state.events.len() as u64,
             stream_count: state.streams.len() as u64,
@@ -213,38 +287,11 @@ impl EventStore for MemoryStore {
             }),
             AppendPlan::Write { commit_id, events } => {
                 for e in &events {
-                    state.ids.insert(e.id.to_string(), e.position);
-                    let stream = state.streams.entry(e.stream.clone()).or_default();
-                    stream.versions.push((e.version, e.position));
-                    match &mut stream.info {
-                        Some(info) => {
-                            info.version = e.version;
-                            info.last_position = e.position;
-                        }
-                        None => {
-                            stream.info = Some(StreamInfo {
-                                stream: e.stream.clone(),
-                                version: e.version,
-                                first_timestamp: e.timestamp,
-                                first_position: e.position,
-                                last_position: e.position,
-                            })
-                        }
-                    }
-                    state.events.push(e.clone());
+                    state.store_event(e.clone());
                 }
                 let head = state.head();
                 drop(state);
-                // Concurrent appends announce outside the lock, possibly out of order:
-                // the announced head only moves forward (and stays at CLOSED), or a
-                // subscriber could wait for an event that is already committed.
-                self.inner.head.send_if_modified(|announced| {
-                    let newer = head > *announced;
-                    if newer {
-                        *announced = head;
-                    }
-                    newer
-                });
+                self.announce(head);
                 Ok(AppendResult {
                     commit_id,
                     events,
@@ -413,12 +460,13 @@ impl EventStore for MemoryStore {
             return Err(Error::SecretAlreadyExists { id: id.to_owned() });
         }
         let record = Secret {
-            idx: state.secrets.len() as u64,
+            idx: state.next_secret_idx,
             id: id.to_owned(),
             secret: Some(secret.to_owned()),
         };
+        state.next_secret_idx += 1;
         state.secret_ids.insert(id.to_owned(), record.idx);
-        state.secrets.push(record.clone());
+        state.secrets.insert(record.idx, record.clone());
         Ok(record)
     }
 
@@ -429,7 +477,7 @@ impl EventStore for MemoryStore {
         Ok(state
             .secret_ids
             .get(id)
-            .map(|idx| state.secrets[*idx as usize].clone()))
+            .and_then(|idx| state.secrets.get(idx).cloned()))
     }
 
     async fn delete_secret(&self, id: &str) -> Result<()> {
@@ -439,11 +487,11 @@ impl EventStore for MemoryStore {
         if state.frozen {
             return Err(Error::Frozen);
         }
-        let idx = match state.secret_ids.get(id) {
-            Some(idx) if state.secrets[*idx as usize].secret.is_some() => *idx,
+        let idx = state.secret_ids.get(id).copied();
+        match idx.and_then(|idx| state.secrets.get_mut(&idx)) {
+            Some(secret) if secret.secret.is_some() => secret.secret = None,
             _ => return Err(Error::not_found("secret", id)),
-        };
-        state.secrets[idx as usize].secret = None;
+        }
         Ok(())
     }
 
@@ -452,8 +500,8 @@ impl EventStore for MemoryStore {
         state.open()?;
         Ok(state
             .secrets
-            .iter()
-            .skip(query.from_idx.min(usize::MAX as u64) as usize)
+            .range(query.from_idx..)
+            .map(|(_, s)| s)
             .filter(|s| secret_matches(&query, s))
             .skip(query.skip.min(usize::MAX as u64) as usize)
             .take(query.limit.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize)
@@ -470,6 +518,76 @@ impl EventStore for MemoryStore {
         };
         state.events[(position - 1) as usize].dispatched = true;
         Ok(())
+    }
+
+    async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome> {
+        import::validate_events(&batch)?;
+        let mut state = self.lock();
+        state.open()?;
+        let head = state.head();
+        let plan = import::plan_events(&mut View(&state), head, batch)?;
+        let imported = plan.events.len() as u64;
+        for e in plan.events {
+            state.store_event(e);
+        }
+        let head = state.head();
+        drop(state);
+        self.announce(head);
+        Ok(ImportOutcome {
+            imported,
+            skipped: plan.skipped,
+            head_position: head,
+        })
+    }
+
+    async fn clear_events(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        state.events = Vec::new();
+        state.streams = HashMap::new();
+        state.ids = HashMap::new();
+        state.stream_snapshots = Vec::new();
+        // Announced under the lock: the head goes back to 0 (unless closed).
+        self.inner.head.send_if_modified(|announced| {
+            let changed = *announced != 0 && *announced != crate::subscription::CLOSED;
+            if changed {
+                *announced = 0;
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    async fn clear_secrets(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        state.secrets = BTreeMap::new();
+        state.secret_ids = HashMap::new();
+        state.next_secret_idx = 0;
+        Ok(())
+    }
+
+    async fn import_secrets(
+        &self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome> {
+        import::validate_secrets(&secrets)?;
+        let mut state = self.lock();
+        state.open()?;
+        let next = state.next_secret_idx;
+        let plan = import::plan_secrets(&mut View(&state), next, secrets, on_conflict)?;
+        let imported = plan.secrets.len() as u64;
+        for secret in plan.secrets {
+            state.secret_ids.insert(secret.id.clone(), secret.idx);
+            state.secrets.insert(secret.idx, secret);
+        }
+        state.next_secret_idx = plan.next_idx;
+        Ok(ImportOutcome {
+            imported,
+            skipped: plan.skipped,
+            head_position: state.head(),
+        })
     }
 
     fn subscribe(&self, request: Subscribe) -> EventStream {

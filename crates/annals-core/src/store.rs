@@ -147,7 +147,8 @@ pub struct StoreDescription {
     pub last_event_timestamp: Option<Timestamp>,
     /// Whether writes are refused.
     pub frozen: bool,
-    /// Every secret ever stored (the next `idx`).
+    /// Every secret stored, tombstones included (the next `idx`, unless an import left
+    /// gaps in idx).
     pub secret_count: u64,
     /// Secrets still holding a value.
     pub set_secret_count: u64,
@@ -267,6 +268,77 @@ pub struct SecretQuery {
     pub ids: Vec<String>,
     /// Include tombstones (with `secret: None`).
     pub include_deleted: bool,
+}
+
+/// How an import treats an event (or secret) that is already stored.
+///
+/// ```
+/// assert_eq!(annals_core::OnConflict::default(), annals_core::OnConflict::Error);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Refuse the whole batch ([`Error::VersionConflict`], [`Error::DuplicateEventId`] or
+    /// [`Error::SecretAlreadyExists`]).
+    #[default]
+    Error,
+    /// Leave the stored one alone and count the imported one as skipped.
+    Skip,
+}
+
+/// One call's worth of events to import (all or nothing).
+///
+/// ```
+/// use annals_core::{ImportBatch, OnConflict};
+/// let batch = ImportBatch { on_conflict: OnConflict::Skip, ..ImportBatch::default() };
+/// assert!(batch.events.is_empty());
+/// assert_eq!(batch.expected_head, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImportBatch {
+    /// Events as recorded elsewhere: id, stream, version, type, timestamp, payload, metadata,
+    /// commit_id, commit_sequence and dispatched are KEPT; `position` is IGNORED (the store
+    /// assigns head+1, head+2, … in the given order, so importing a whole export into an empty
+    /// store reproduces its positions).
+    pub events: Vec<RecordedEvent>,
+    /// What to do with events already stored.
+    pub on_conflict: OnConflict,
+    /// When `Some(p)`: refuse with [`Error::WrongExpectedHead`] unless the store's head
+    /// position is `p` at commit time (keeps an incremental import atomic against
+    /// concurrent appends).
+    pub expected_head: Option<Position>,
+}
+
+/// What an import stored.
+///
+/// ```
+/// let o = annals_core::ImportOutcome::default();
+/// assert_eq!((o.imported, o.skipped, o.head_position), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOutcome {
+    /// How many events (or secrets) were stored.
+    pub imported: u64,
+    /// How many were already stored and skipped ([`OnConflict::Skip`]).
+    pub skipped: u64,
+    /// The store's head position afterwards.
+    pub head_position: Position,
+}
+
+/// A secret as exported: `idx` is kept when given (else the next idx); `secret: None` is a
+/// tombstone.
+///
+/// ```
+/// let s = annals_core::SecretImport { idx: Some(3), id: "user-1".into(), secret: None };
+/// assert!(s.secret.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretImport {
+    /// The index to keep; `None` = the next one.
+    pub idx: Option<u64>,
+    /// The secret's id.
+    pub id: String,
+    /// The value; `None` = a tombstone (a deleted secret).
+    pub secret: Option<String>,
 }
 
 /// A live subscription request: catch up from `from`, then follow new events.
@@ -430,6 +502,29 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes every piece of data of the store (events, streams, snapshots, secrets,
     /// the freeze flag) and closes it.
     async fn drop_store(&self) -> Result<()>;
+
+    /// Imports events recorded elsewhere, keeping their ids, versions, timestamps, commit
+    /// ids and dispatch marks, at positions `head + 1 ..` in the given order: all or
+    /// nothing. Allowed while frozen (it is the maintenance path). The rules (conflicts,
+    /// back-fill refusal, `expected_head`) are in [`crate::import`].
+    async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome>;
+
+    /// Deletes every event, stream, stream snapshot and dispatch mark; positions restart
+    /// at 1. Keeps secrets, keyed snapshots and the freeze flag. Allowed while frozen.
+    async fn clear_events(&self) -> Result<()>;
+
+    /// Deletes every secret (tombstones too); the next idx is 0 again. Allowed while
+    /// frozen.
+    async fn clear_secrets(&self) -> Result<()>;
+
+    /// Imports secrets (with tombstones), keeping their idx when given: all or nothing.
+    /// The next idx afterwards is the greatest idx + 1. `head_position` in the outcome is
+    /// the store's (unchanged) head. Allowed while frozen.
+    async fn import_secrets(
+        &self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome>;
 
     /// Appends events to one stream (a convenience over [`EventStore::append`]).
     async fn append_to_stream(

@@ -104,7 +104,12 @@ pub trait Engine: Send + Sync + 'static {
     fn commit_durable(&self, writes: Vec<Write>) -> Result<()>;
 
     /// Deletes every entry of every table, durably.
-    fn clear(&self) -> Result<()>;
+    fn clear(&self) -> Result<()> {
+        self.clear_tables(&Table::ALL)
+    }
+
+    /// Deletes every entry of the given tables, durably (table by table: not atomic).
+    fn clear_tables(&self, tables: &[Table]) -> Result<()>;
 
     /// Bytes the store occupies on disk.
     fn disk_space(&self) -> Option<u64>;
@@ -225,9 +230,9 @@ impl Engine for FjallEngine {
         batch.commit().map_err(fjall_error)
     }
 
-    fn clear(&self) -> Result<()> {
-        for table in Table::ALL {
-            self.ks(table).clear().map_err(fjall_error)?;
+    fn clear_tables(&self, tables: &[Table]) -> Result<()> {
+        for table in tables {
+            self.ks(*table).clear().map_err(fjall_error)?;
         }
         self.sync()
     }

@@ -19,6 +19,12 @@
 //! Readers and subscribers only ever see events that are durable: the head position is
 //! announced after the commit returns.
 //!
+//! Maintenance follows the same contract: each `import_events` batch (and each
+//! `import_secrets` call) is one durable commit, fsynced before it returns.
+//! `clear_events` first commits a durable "clearing" mark, then empties the event tables
+//! and removes the mark; an open that finds the mark (a crash mid-clear) finishes the
+//! clear before anything is read, so a half-cleared store is never served.
+//!
 //! ## Storage
 //! The storage engine sits behind a small internal seam (ordered tables with atomic
 //! durable batches). Today it is [fjall](https://docs.rs/fjall), an LSM tree with a
@@ -62,10 +68,10 @@ use annals_core::limits::{check_name, check_text};
 use annals_core::rules::{check_stream, check_stream_read};
 use annals_core::subscription::{subscription, PageReader, CLOSED};
 use annals_core::{
-    AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, KeyedSnapshot,
-    ListStreams, NewStreamSnapshot, Position, ReadAll, ReadAllPage, RecordedEvent, Result, Secret,
-    SecretQuery, StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot,
-    Subscribe, Version,
+    AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, ImportBatch,
+    ImportOutcome, KeyedSnapshot, ListStreams, NewStreamSnapshot, OnConflict, Position, ReadAll,
+    ReadAllPage, RecordedEvent, Result, Secret, SecretImport, SecretQuery, StoreDescription,
+    StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe, Version,
 };
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -140,6 +146,12 @@ impl Shared {
             *h = counters.head;
             changed
         });
+    }
+
+    fn clear_tail(&self) {
+        if let Ok(mut tail) = self.tail.write() {
+            tail.clear();
+        }
     }
 
     fn set_dispatch(&self, state: read::DispatchState) {
@@ -343,8 +355,8 @@ impl EventStore for EmbeddedStore {
             head_position: c.head,
             last_event_timestamp: c.last_timestamp,
             frozen: c.frozen,
-            secret_count: c.secret_next,
-            set_secret_count: c.secret_next - c.secrets_deleted,
+            secret_count: c.secret_count,
+            set_secret_count: c.secret_count.saturating_sub(c.secrets_deleted),
             deleted_secret_count: c.secrets_deleted,
             bytes_on_disk: self.shared.engine()?.disk_space(),
         })
@@ -479,6 +491,34 @@ impl EventStore for EmbeddedStore {
         self.send(|reply| Command::MarkDispatched(id, reply)).await
     }
 
+    async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome> {
+        self.check_writable()?;
+        // Validation runs on the caller's task, not on the single writer thread.
+        annals_core::import::validate_events(&batch)?;
+        self.send(|reply| Command::Import(batch, reply)).await
+    }
+
+    async fn clear_events(&self) -> Result<()> {
+        self.check_writable()?;
+        self.send(Command::ClearEvents).await
+    }
+
+    async fn clear_secrets(&self) -> Result<()> {
+        self.check_writable()?;
+        self.send(Command::ClearSecrets).await
+    }
+
+    async fn import_secrets(
+        &self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome> {
+        self.check_writable()?;
+        annals_core::import::validate_secrets(&secrets)?;
+        self.send(|reply| Command::ImportSecrets(secrets, on_conflict, reply))
+            .await
+    }
+
     fn subscribe(&self, request: Subscribe) -> EventStream {
         let shared = self.shared.clone();
         let reader: PageReader = Arc::new(move |read| {
@@ -523,6 +563,8 @@ mod tests {
     struct FailingEngine {
         inner: FjallEngine,
         fail: Arc<AtomicBool>,
+        /// Makes `clear_tables` stop after the first table (as a crash mid-sweep would).
+        fail_clear: Arc<AtomicBool>,
     }
 
     impl Engine for FailingEngine {
@@ -550,8 +592,15 @@ mod tests {
             }
             self.inner.commit_durable(writes)
         }
-        fn clear(&self) -> Result<()> {
-            self.inner.clear()
+        fn clear_tables(&self, tables: &[Table]) -> Result<()> {
+            if self.fail_clear.load(Ordering::SeqCst) {
+                self.inner.clear_tables(&tables[..1])?;
+                return Err(Error::backend(
+                    "embedded",
+                    std::io::Error::other("injected: crash in the middle of a clear"),
+                ));
+            }
+            self.inner.clear_tables(tables)
         }
         fn disk_space(&self) -> Option<u64> {
             self.inner.disk_space()
@@ -579,6 +628,7 @@ mod tests {
             )
             .unwrap(),
             fail: fail.clone(),
+            fail_clear: Arc::new(AtomicBool::new(false)),
         };
         let store =
             EmbeddedStore::from_engine(dir.path(), Arc::new(engine), EmbeddedOptions::default())
@@ -624,6 +674,156 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(result.events[0].position, 2);
+    }
+
+    fn imported(id: &str, stream: &StreamId, version: u64, dispatched: bool) -> RecordedEvent {
+        RecordedEvent {
+            position: 0,
+            id: id.into(),
+            stream: stream.clone(),
+            version,
+            event_type: "Imported".into(),
+            timestamp: annals_core::Timestamp::from_millis(1_000 * version as i64),
+            payload: Json::from_raw(format!("{{\"v\":{version}}}")),
+            metadata: Json::null(),
+            commit_id: format!("c-{id}").into(),
+            commit_sequence: 0,
+            dispatched,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn imports_and_clears_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId::new("s");
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store
+            .append_to_stream(&s, ExpectedVersion::Any, vec![event(1)])
+            .await
+            .unwrap();
+        let batch = ImportBatch {
+            events: vec![
+                imported("i1", &s, 5, true),
+                imported("i2", &StreamId::new("t"), 1, false),
+                imported("i3", &s, 9, true),
+            ],
+            ..ImportBatch::default()
+        };
+        store.import_events(batch).await.unwrap();
+        store
+            .mark_dispatched(&read_ids(&store).await[0])
+            .await
+            .unwrap();
+        let before = store.read_all(ReadAll::forward()).await.unwrap().events;
+        assert_eq!(
+            before.iter().map(|e| e.dispatched).collect::<Vec<_>>(),
+            vec![true, true, false, true]
+        );
+        store.close().await.unwrap();
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.read_all(ReadAll::forward()).await.unwrap().events,
+            before,
+            "imported events and dispatch marks after reopening"
+        );
+        assert_eq!(store.stream_version(&s).await.unwrap(), 9);
+        store.set_secret("k", "v").await.unwrap();
+        store.save_snapshot("key", "content").await.unwrap();
+        store.clear_events().await.unwrap();
+        store.close().await.unwrap();
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let d = store.describe().await.unwrap();
+        assert_eq!((d.event_count, d.stream_count, d.head_position), (0, 0, 0));
+        assert_eq!(d.secret_count, 1);
+        assert!(store.load_snapshot("key").await.unwrap().is_some());
+        let r = store
+            .append_to_stream(&s, ExpectedVersion::NoStream, vec![event(2)])
+            .await
+            .unwrap();
+        assert_eq!((r.events[0].position, r.events[0].version), (1, 1));
+        assert!(!store.read_all(ReadAll::forward()).await.unwrap().events[0].dispatched);
+    }
+
+    async fn read_ids(store: &EmbeddedStore) -> Vec<String> {
+        store
+            .read_all(ReadAll::forward())
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clear_interrupted_half_way_is_finished_when_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail_clear = Arc::new(AtomicBool::new(false));
+        let engine = FailingEngine {
+            inner: FjallEngine::open(
+                dir.path(),
+                FjallTuning {
+                    cache_bytes: 1 << 20,
+                    max_journal_bytes: 64 << 20,
+                },
+            )
+            .unwrap(),
+            fail: Arc::new(AtomicBool::new(false)),
+            fail_clear: fail_clear.clone(),
+        };
+        let store =
+            EmbeddedStore::from_engine(dir.path(), Arc::new(engine), EmbeddedOptions::default())
+                .unwrap();
+        let s = StreamId::new("s");
+        for n in 0..5 {
+            store
+                .append_to_stream(&s, ExpectedVersion::Any, vec![event(n), event(n + 10)])
+                .await
+                .unwrap();
+        }
+        store.set_secret("k", "v").await.unwrap();
+        fail_clear.store(true, Ordering::SeqCst);
+        let err = store.clear_events().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
+        // The half-cleared state is never shown as a valid store.
+        assert!(store
+            .read_all(ReadAll::forward())
+            .await
+            .unwrap()
+            .events
+            .is_empty());
+        store.close().await.unwrap();
+
+        let reopened = EmbeddedStore::open(dir.path()).unwrap();
+        let d = reopened.describe().await.unwrap();
+        assert_eq!(
+            (
+                d.event_count,
+                d.stream_count,
+                d.head_position,
+                d.secret_count
+            ),
+            (0, 0, 0, 1)
+        );
+        assert!(reopened
+            .read_all(ReadAll::forward())
+            .await
+            .unwrap()
+            .events
+            .is_empty());
+        assert!(reopened.stream_info(&s).await.unwrap().is_none());
+        assert!(reopened
+            .read_stream(&s, annals_core::StreamRead::all())
+            .await
+            .unwrap()
+            .is_empty());
+        let r = reopened
+            .append_to_stream(&s, ExpectedVersion::NoStream, vec![event(1)])
+            .await
+            .unwrap();
+        assert_eq!(r.events[0].position, 1);
     }
 
     #[tokio::test]

@@ -83,6 +83,12 @@ impl TailCache {
         }
     }
 
+    /// Forgets every held event (after the events were cleared).
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
     /// The first position held (`Position::MAX` when empty).
     fn first(&self) -> Position {
         self.events.front().map_or(Position::MAX, |e| e.position)

@@ -12,9 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use annals_core::append::{self, AppendCursor, AppendPlan, AppendState};
+use annals_core::import::{self, ImportState, SecretImportState};
 use annals_core::{
-    AppendRequest, AppendResult, Error, NewStreamSnapshot, Position, RecordedEvent, Result, Secret,
-    StreamId, StreamInfo, StreamSnapshot, Text, Timestamp, Version,
+    AppendRequest, AppendResult, Error, ImportBatch, ImportOutcome, NewStreamSnapshot, OnConflict,
+    Position, RecordedEvent, Result, Secret, SecretImport, StreamId, StreamInfo, StreamRead,
+    StreamSnapshot, Text, Timestamp, Version,
 };
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -40,6 +42,23 @@ pub(crate) const META_STREAM_COUNT: &[u8] = b"stream_count";
 pub(crate) const META_SECRETS_DELETED: &[u8] = b"secrets_deleted";
 pub(crate) const META_SNAPSHOT_SEQ: &[u8] = b"snapshot_seq";
 pub(crate) const META_DISPATCH_WATERMARK: &[u8] = b"dispatch_watermark";
+/// Present while `clear_events` is sweeping; an open that finds it finishes the sweep, so
+/// a crash mid-clear never leaves a half-cleared store visible.
+pub(crate) const META_CLEARING_EVENTS: &[u8] = b"clearing_events";
+/// Secrets stored, tombstones included (absent in stores written before imports existed,
+/// where it equals the next idx).
+pub(crate) const META_SECRET_COUNT: &[u8] = b"secret_count";
+
+/// The tables `clear_events` empties (keyed snapshots, secrets and meta stay).
+const EVENT_TABLES: [Table; 7] = [
+    Table::Events,
+    Table::StreamEvents,
+    Table::Streams,
+    Table::StreamsByTime,
+    Table::EventIds,
+    Table::Dispatched,
+    Table::StreamSnapshots,
+];
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -54,6 +73,10 @@ pub(crate) enum Command {
     SetSecret(String, String, Reply<Secret>),
     DeleteSecret(String, Reply<()>),
     MarkDispatched(String, Reply<()>),
+    Import(ImportBatch, Reply<ImportOutcome>),
+    ClearEvents(Reply<()>),
+    ClearSecrets(Reply<()>),
+    ImportSecrets(Vec<SecretImport>, OnConflict, Reply<ImportOutcome>),
     Close { clear: bool, reply: Reply<()> },
 }
 
@@ -70,6 +93,10 @@ impl Command {
             Command::SetSecret(_, _, r) => drop(r.send(Err(err))),
             Command::DeleteSecret(_, r) => drop(r.send(Err(err))),
             Command::MarkDispatched(_, r) => drop(r.send(Err(err))),
+            Command::Import(_, r) => drop(r.send(Err(err))),
+            Command::ClearEvents(r) => drop(r.send(Err(err))),
+            Command::ClearSecrets(r) => drop(r.send(Err(err))),
+            Command::ImportSecrets(_, _, r) => drop(r.send(Err(err))),
             Command::Close { reply, .. } => drop(reply.send(Err(err))),
         }
     }
@@ -83,6 +110,7 @@ pub(crate) struct Counters {
     pub frozen: bool,
     pub stream_count: u64,
     pub secret_next: u64,
+    pub secret_count: u64,
     pub secrets_deleted: u64,
     pub snapshot_seq: u64,
 }
@@ -131,6 +159,55 @@ impl AppendState for GroupView<'_> {
             event.dispatched = self.writer.dispatch.is_dispatched(pos);
             event
         }))
+    }
+}
+
+/// The committed state, as the import planner sees it.
+struct ImportView<'a>(&'a mut Writer);
+
+impl ImportState for ImportView<'_> {
+    fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
+        Ok(self.0.stream(stream)?.map_or(0, |i| i.version))
+    }
+
+    fn has_version(&mut self, stream: &StreamId, version: Version) -> Result<bool> {
+        let read = StreamRead {
+            from_version: version,
+            to_version: Some(version),
+            limit: Some(1),
+            ..StreamRead::default()
+        };
+        let w = &*self.0;
+        let found = read::read_stream(
+            w.engine.as_ref(),
+            w.counters.head,
+            &w.dispatch,
+            stream,
+            &read,
+        )?;
+        Ok(found.iter().any(|e| e.version == version))
+    }
+
+    fn has_id(&mut self, id: &str) -> Result<bool> {
+        Ok(find_event(self.0.engine.as_ref(), self.0.counters.head, id)?.is_some())
+    }
+}
+
+impl SecretImportState for ImportView<'_> {
+    fn has_secret_id(&mut self, id: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .engine
+            .get(Table::SecretIds, id.as_bytes())?
+            .is_some())
+    }
+
+    fn has_secret_idx(&mut self, idx: u64) -> Result<bool> {
+        Ok(self
+            .0
+            .engine
+            .get(Table::Secrets, &idx.to_be_bytes())?
+            .is_some())
     }
 }
 
@@ -319,77 +396,12 @@ impl Writer {
             }),
             Ok(AppendPlan::Write { commit_id, events }) => {
                 let reply_index = group.replies.len();
-                let mut run_start = 0;
-                while run_start < events.len() {
-                    // Events of one stream are contiguous in a plan: handle a run at once.
-                    let stream = &events[run_start].stream;
-                    let run_end = events[run_start..]
-                        .iter()
-                        .position(|e| e.stream != *stream)
-                        .map_or(events.len(), |n| run_start + n);
-                    // One record per stream run, keyed by its first version; the
-                    // store-wide record of the whole group is written at commit.
-                    // A long run points into the log record instead of copying it: a
-                    // stream read then costs one lookup per run, and the commit writes
-                    // the events once. Short runs (many streams per commit) are copied
-                    // so reading a stream never needs one lookup per event.
-                    let sk = codec::stream_key(stream);
-                    let run_len = run_end - run_start;
-                    let value = if run_len >= RUN_POINTER_MIN {
-                        codec::encode_run_pointer(events[run_start].position, run_len as u32)
-                    } else {
-                        codec::encode_batch(events[run_start..run_end].iter())
-                    };
-                    group.writes.push((
-                        Table::StreamEvents,
-                        codec::stream_version_key(&sk, events[run_start].version),
-                        Some(Bytes::from(value)),
-                    ));
-                    for (i, e) in events.iter().enumerate().take(run_end).skip(run_start) {
-                        // Generated ids carry their position: no index entry, and no
-                        // caller can retry them within this group.
-                        if append::position_of_generated_id(&e.id) != Some(e.position) {
-                            group.writes.push((
-                                Table::EventIds,
-                                e.id.as_bytes().to_vec(),
-                                u64_value(e.position),
-                            ));
-                            group.ids.insert(e.id.clone(), (reply_index, i));
-                        }
-                    }
-                    let (first, last) = (&events[run_start], &events[run_end - 1]);
-                    let entry = match group.streams.get_mut(stream) {
-                        Some(entry) => {
-                            entry.0.version = last.version;
-                            entry.0.last_position = last.position;
-                            None
-                        }
-                        None => Some(match self.streams.get(stream) {
-                            Some(info) => (
-                                StreamInfo {
-                                    version: last.version,
-                                    last_position: last.position,
-                                    ..info.clone()
-                                },
-                                false,
-                            ),
-                            None => (
-                                StreamInfo {
-                                    stream: stream.clone(),
-                                    version: last.version,
-                                    first_timestamp: first.timestamp,
-                                    first_position: first.position,
-                                    last_position: last.position,
-                                },
-                                true,
-                            ),
-                        }),
-                    };
-                    if let Some(entry) = entry {
-                        group.streams.insert(stream.clone(), entry);
-                    }
-                    run_start = run_end;
-                }
+                self.stage_events(
+                    &mut group.streams,
+                    &mut group.writes,
+                    &events,
+                    Some((&mut group.ids, reply_index)),
+                );
                 if let Some(last) = events.last() {
                     group.counters.head = last.position;
                     group.counters.last_timestamp = Some(last.timestamp);
@@ -403,6 +415,92 @@ impl Writer {
             }
         };
         group.replies.push((reply, result));
+    }
+
+    /// Stages the stream-table records, id index entries and stream infos of planned
+    /// events (consecutive positions); `ids` records the indexed ids of an append group.
+    #[allow(clippy::type_complexity)]
+    fn stage_events(
+        &self,
+        streams: &mut HashMap<StreamId, (StreamInfo, bool)>,
+        writes: &mut Vec<Write>,
+        events: &[RecordedEvent],
+        mut ids: Option<(&mut HashMap<Text, (usize, usize)>, usize)>,
+    ) {
+        let mut run_start = 0;
+        while run_start < events.len() {
+            // Handle each run of consecutive events of one stream at once (an append plan
+            // has one run per stream; an import may come back to a stream later).
+            let stream = &events[run_start].stream;
+            let run_end = events[run_start..]
+                .iter()
+                .position(|e| e.stream != *stream)
+                .map_or(events.len(), |n| run_start + n);
+            // One record per stream run, keyed by its first version; the
+            // store-wide record of the whole group is written at commit.
+            // A long run points into the log record instead of copying it: a
+            // stream read then costs one lookup per run, and the commit writes
+            // the events once. Short runs (many streams per commit) are copied
+            // so reading a stream never needs one lookup per event.
+            let sk = codec::stream_key(stream);
+            let run_len = run_end - run_start;
+            let value = if run_len >= RUN_POINTER_MIN {
+                codec::encode_run_pointer(events[run_start].position, run_len as u32)
+            } else {
+                codec::encode_batch(events[run_start..run_end].iter())
+            };
+            writes.push((
+                Table::StreamEvents,
+                codec::stream_version_key(&sk, events[run_start].version),
+                Some(Bytes::from(value)),
+            ));
+            for (i, e) in events.iter().enumerate().take(run_end).skip(run_start) {
+                // Generated ids carry their position: no index entry, and no
+                // caller can retry them within this group.
+                if append::position_of_generated_id(&e.id) != Some(e.position) {
+                    writes.push((
+                        Table::EventIds,
+                        e.id.as_bytes().to_vec(),
+                        u64_value(e.position),
+                    ));
+                    if let Some((ids, reply_index)) = ids.as_mut() {
+                        ids.insert(e.id.clone(), (*reply_index, i));
+                    }
+                }
+            }
+            let (first, last) = (&events[run_start], &events[run_end - 1]);
+            let entry = match streams.get_mut(stream) {
+                Some(entry) => {
+                    entry.0.version = last.version;
+                    entry.0.last_position = last.position;
+                    None
+                }
+                None => Some(match self.streams.get(stream) {
+                    Some(info) => (
+                        StreamInfo {
+                            version: last.version,
+                            last_position: last.position,
+                            ..info.clone()
+                        },
+                        false,
+                    ),
+                    None => (
+                        StreamInfo {
+                            stream: stream.clone(),
+                            version: last.version,
+                            first_timestamp: first.timestamp,
+                            first_position: first.position,
+                            last_position: last.position,
+                        },
+                        true,
+                    ),
+                }),
+            };
+            if let Some(entry) = entry {
+                streams.insert(stream.clone(), entry);
+            }
+            run_start = run_end;
+        }
     }
 
     fn commit_group(&mut self, mut group: Group) {
@@ -429,31 +527,7 @@ impl Writer {
             }
             return;
         }
-        let mut new_streams = 0;
-        for (stream, (info, is_new)) in &group.streams {
-            let sk = codec::stream_key(stream);
-            if *is_new {
-                new_streams += 1;
-                group.writes.push((
-                    Table::StreamsByTime,
-                    codec::time_key(info.first_timestamp, info.first_position).to_vec(),
-                    Some(Bytes::from(sk.clone())),
-                ));
-            }
-            group.writes.push((
-                Table::Streams,
-                sk,
-                Some(Bytes::copy_from_slice(&codec::encode_stream_info(info))),
-            ));
-        }
-        if new_streams > 0 {
-            group.counters.stream_count += new_streams;
-            group.writes.push((
-                Table::Meta,
-                META_STREAM_COUNT.to_vec(),
-                u64_value(group.counters.stream_count),
-            ));
-        }
+        stage_streams(&group.streams, &mut group.counters, &mut group.writes);
         match self.engine.commit_durable(group.writes) {
             Ok(()) => {
                 if self.streams.len() + group.streams.len() > STREAM_CACHE_LIMIT {
@@ -481,6 +555,180 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Imports one batch as one durable commit (allowed while frozen).
+    fn import(&mut self, batch: ImportBatch) -> Result<ImportOutcome> {
+        let head = self.counters.head;
+        let plan = import::plan_events(&mut ImportView(self), head, batch)?;
+        let (Some(first), Some(last)) = (plan.events.first(), plan.events.last()) else {
+            return Ok(ImportOutcome {
+                imported: 0,
+                skipped: plan.skipped,
+                head_position: head,
+            });
+        };
+        let mut streams = HashMap::new();
+        let mut writes = Vec::with_capacity(plan.events.len() + 8);
+        self.stage_events(&mut streams, &mut writes, &plan.events, None);
+        writes.push((
+            Table::Events,
+            codec::position_key(first.position).to_vec(),
+            Some(Bytes::from(codec::encode_batch(plan.events.iter()))),
+        ));
+        let mut counters = self.counters.clone();
+        counters.head = last.position;
+        counters.last_timestamp = Some(last.timestamp);
+        stage_streams(&streams, &mut counters, &mut writes);
+
+        // Dispatch marks travel with the events: below-watermark runs fold into it.
+        let mut dispatch = self.dispatch.clone();
+        let marked: Vec<Position> = plan
+            .events
+            .iter()
+            .filter(|e| e.dispatched)
+            .map(|e| e.position)
+            .collect();
+        if !marked.is_empty() {
+            let old = dispatch.clone();
+            dispatch.above.extend(marked.iter().copied());
+            while dispatch.above.remove(&(dispatch.watermark + 1)) {
+                dispatch.watermark += 1;
+            }
+            for pos in old.above.iter().filter(|p| **p <= dispatch.watermark) {
+                writes.push((Table::Dispatched, codec::position_key(*pos).to_vec(), None));
+            }
+            for pos in marked.iter().filter(|p| dispatch.above.contains(p)) {
+                writes.push((
+                    Table::Dispatched,
+                    codec::position_key(*pos).to_vec(),
+                    Some(Bytes::new()),
+                ));
+            }
+            writes.push((
+                Table::Meta,
+                META_DISPATCH_WATERMARK.to_vec(),
+                u64_value(dispatch.watermark),
+            ));
+        }
+        if let Err(e) = self.engine.commit_durable(writes) {
+            return Err(self.poison(e));
+        }
+        if self.streams.len() + streams.len() > STREAM_CACHE_LIMIT {
+            self.streams.clear();
+        }
+        for (stream, (info, _)) in streams {
+            self.streams.insert(stream, info);
+        }
+        // Readers that see the new head must see the imported dispatch marks too.
+        self.shared.set_dispatch(dispatch.clone());
+        self.dispatch = dispatch;
+        self.counters = counters;
+        self.shared
+            .publish_events(&self.counters, plan.events.iter());
+        Ok(ImportOutcome {
+            imported: plan.events.len() as u64,
+            skipped: plan.skipped,
+            head_position: self.counters.head,
+        })
+    }
+
+    /// Deletes every event, stream, stream snapshot and dispatch mark: mark, sweep,
+    /// unmark. The mark is durable before anything is deleted, and an open that finds it
+    /// finishes the sweep (see [`recover`]), so a crash mid-clear is never visible.
+    fn clear_events(&mut self) -> Result<()> {
+        self.commit(
+            vec![(
+                Table::Meta,
+                META_CLEARING_EVENTS.to_vec(),
+                Some(Bytes::from_static(&[1])),
+            )],
+            self.counters.clone(),
+        )?;
+        let counters = Counters {
+            head: 0,
+            last_timestamp: None,
+            stream_count: 0,
+            ..self.counters.clone()
+        };
+        // Readers stop seeing the old events before they are deleted.
+        self.streams.clear();
+        self.dispatch = read::DispatchState::default();
+        self.shared.set_dispatch(read::DispatchState::default());
+        self.shared.clear_tail();
+        self.counters = counters;
+        self.shared.publish(&self.counters);
+        if let Err(e) = sweep_events(self.engine.as_ref()) {
+            // The mark stays: reopening finishes the sweep.
+            return Err(self.poison(e));
+        }
+        Ok(())
+    }
+
+    fn clear_secrets(&mut self) -> Result<()> {
+        let mut writes = Vec::new();
+        for table in [Table::Secrets, Table::SecretIds] {
+            for item in self.engine.range(
+                table,
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                false,
+            ) {
+                let (k, _) = item?;
+                writes.push((table, k.to_vec(), None));
+            }
+        }
+        writes.push((Table::Meta, META_SECRETS_DELETED.to_vec(), None));
+        writes.push((Table::Meta, META_SECRET_COUNT.to_vec(), None));
+        let counters = Counters {
+            secret_next: 0,
+            secret_count: 0,
+            secrets_deleted: 0,
+            ..self.counters.clone()
+        };
+        self.commit(writes, counters)
+    }
+
+    fn import_secrets(
+        &mut self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome> {
+        let next = self.counters.secret_next;
+        let plan = import::plan_secrets(&mut ImportView(self), next, secrets, on_conflict)?;
+        let mut counters = self.counters.clone();
+        let mut writes = Vec::with_capacity(plan.secrets.len() * 2 + 2);
+        for s in &plan.secrets {
+            writes.push((
+                Table::Secrets,
+                s.idx.to_be_bytes().to_vec(),
+                value(codec::encode_secret(&s.id, s.secret.as_deref())),
+            ));
+            writes.push((Table::SecretIds, s.id.as_bytes().to_vec(), u64_value(s.idx)));
+            if s.secret.is_none() {
+                counters.secrets_deleted += 1;
+            }
+        }
+        if !plan.secrets.is_empty() {
+            counters.secret_next = plan.next_idx;
+            counters.secret_count += plan.secrets.len() as u64;
+            writes.push((
+                Table::Meta,
+                META_SECRETS_DELETED.to_vec(),
+                u64_value(counters.secrets_deleted),
+            ));
+            writes.push((
+                Table::Meta,
+                META_SECRET_COUNT.to_vec(),
+                u64_value(counters.secret_count),
+            ));
+        }
+        self.commit(writes, counters)?;
+        Ok(ImportOutcome {
+            imported: plan.secrets.len() as u64,
+            skipped: plan.skipped,
+            head_position: self.counters.head,
+        })
     }
 
     fn poison(&mut self, cause: Error) -> Error {
@@ -571,6 +819,18 @@ impl Writer {
             Command::MarkDispatched(id, reply) => {
                 let _ = reply.send(self.mark_dispatched(&id));
             }
+            Command::Import(batch, reply) => {
+                let _ = reply.send(self.import(batch));
+            }
+            Command::ClearEvents(reply) => {
+                let _ = reply.send(self.clear_events());
+            }
+            Command::ClearSecrets(reply) => {
+                let _ = reply.send(self.clear_secrets());
+            }
+            Command::ImportSecrets(secrets, on_conflict, reply) => {
+                let _ = reply.send(self.import_secrets(secrets, on_conflict));
+            }
             // Appends and close are handled by `run`.
             Command::Append(_, reply) => {
                 let _ = reply.send(Err(Error::Closed));
@@ -635,6 +895,7 @@ impl Writer {
         let mut counters = self.counters.clone();
         let idx = counters.secret_next;
         counters.secret_next += 1;
+        counters.secret_count += 1;
         let writes = vec![
             (
                 Table::Secrets,
@@ -642,6 +903,11 @@ impl Writer {
                 value(codec::encode_secret(&id, Some(&secret))),
             ),
             (Table::SecretIds, id.as_bytes().to_vec(), u64_value(idx)),
+            (
+                Table::Meta,
+                META_SECRET_COUNT.to_vec(),
+                u64_value(counters.secret_count),
+            ),
         ];
         self.commit(writes, counters)?;
         Ok(Secret {
@@ -734,8 +1000,59 @@ impl Writer {
     }
 }
 
-/// Reads the committed counters and dispatch state at open.
+/// Stages the records of streams an append group or import changed, and the stream
+/// count.
+fn stage_streams(
+    streams: &HashMap<StreamId, (StreamInfo, bool)>,
+    counters: &mut Counters,
+    writes: &mut Vec<Write>,
+) {
+    let mut new_streams = 0;
+    for (stream, (info, is_new)) in streams {
+        let sk = codec::stream_key(stream);
+        if *is_new {
+            new_streams += 1;
+            writes.push((
+                Table::StreamsByTime,
+                codec::time_key(info.first_timestamp, info.first_position).to_vec(),
+                Some(Bytes::from(sk.clone())),
+            ));
+        }
+        writes.push((
+            Table::Streams,
+            sk,
+            Some(Bytes::copy_from_slice(&codec::encode_stream_info(info))),
+        ));
+    }
+    if new_streams > 0 {
+        counters.stream_count += new_streams;
+        writes.push((
+            Table::Meta,
+            META_STREAM_COUNT.to_vec(),
+            u64_value(counters.stream_count),
+        ));
+    }
+}
+
+/// The sweep of `clear_events` (and of an open that finds it interrupted): empties the
+/// event tables durably, then removes the event counters and the clearing mark in one
+/// durable commit.
+fn sweep_events(engine: &dyn Engine) -> Result<()> {
+    engine.clear_tables(&EVENT_TABLES)?;
+    engine.commit_durable(vec![
+        (Table::Meta, META_STREAM_COUNT.to_vec(), None),
+        (Table::Meta, META_DISPATCH_WATERMARK.to_vec(), None),
+        (Table::Meta, META_CLEARING_EVENTS.to_vec(), None),
+    ])
+}
+
+/// Reads the committed counters and dispatch state at open, first finishing a
+/// `clear_events` that a crash interrupted.
 pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchState)> {
+    if engine.get(Table::Meta, META_CLEARING_EVENTS)?.is_some() {
+        tracing::warn!("finishing a clear of the events that was interrupted");
+        sweep_events(engine)?;
+    }
     let meta = |key: &[u8]| -> Result<u64> {
         engine
             .get(Table::Meta, key)?
@@ -772,6 +1089,10 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchSt
             frozen,
             stream_count: meta(META_STREAM_COUNT)?,
             secret_next,
+            secret_count: match engine.get(Table::Meta, META_SECRET_COUNT)? {
+                Some(v) => codec::read_u64(&v, "meta")?,
+                None => secret_next,
+            },
             secrets_deleted: meta(META_SECRETS_DELETED)?,
             snapshot_seq: meta(META_SNAPSHOT_SEQ)?,
         },

@@ -85,15 +85,18 @@ struct Pending {
 /// What is known about a stream: its number in the store (`None` when it has no event
 /// yet) and its version.
 #[derive(Debug, Clone, Copy)]
-struct Known {
-    number: Option<i64>,
-    version: Version,
+pub(crate) struct Known {
+    pub(crate) number: Option<i64>,
+    pub(crate) version: Version,
 }
 
 /// The store's head row and the streams known to be current at `head`.
 #[derive(Default)]
 struct Memory {
     head: Option<Position>,
+    /// The head row's generation at `head` (moved by `clear_events`, so a head that
+    /// went back to zero and up again is never mistaken for the remembered one).
+    generation: i64,
     last_timestamp: Option<Timestamp>,
     stream_count: i64,
     streams: HashMap<StreamId, Known>,
@@ -102,6 +105,7 @@ struct Memory {
 impl Memory {
     fn forget(&mut self) {
         self.head = None;
+        self.generation = 0;
         self.last_timestamp = None;
         self.stream_count = 0;
         self.streams.clear();
@@ -119,8 +123,10 @@ struct StreamChange {
 }
 
 /// The requests planned into one transaction.
-struct Group {
+pub(crate) struct Group {
     base_head: Position,
+    /// The head row's generation the group was planned at.
+    generation: i64,
     head: Position,
     last_timestamp: Option<Timestamp>,
     /// The store's stream count before the group, and the next stream number.
@@ -137,9 +143,15 @@ struct Group {
 }
 
 impl Group {
-    fn new(head: Position, last_timestamp: Option<Timestamp>, stream_count: i64) -> Self {
+    pub(crate) fn new(
+        head: Position,
+        generation: i64,
+        last_timestamp: Option<Timestamp>,
+        stream_count: i64,
+    ) -> Self {
         Group {
             base_head: head,
+            generation,
             head,
             last_timestamp,
             base_streams: stream_count,
@@ -167,7 +179,11 @@ impl Group {
     }
 
     /// Adds a planned request to the group and returns its answer.
-    fn apply(&mut self, plan: AppendPlan, known: &HashMap<StreamId, Known>) -> AppendResult {
+    pub(crate) fn apply(
+        &mut self,
+        plan: AppendPlan,
+        known: &HashMap<StreamId, Known>,
+    ) -> AppendResult {
         match plan {
             AppendPlan::Retry { events } => AppendResult {
                 commit_id: events
@@ -272,15 +288,17 @@ enum Outcome {
 }
 
 /// The head row as the locked path read it.
-struct HeadRow {
-    head: Position,
-    last_timestamp: Option<Timestamp>,
-    frozen: bool,
-    stream_count: i64,
+pub(crate) struct HeadRow {
+    pub(crate) head: Position,
+    pub(crate) generation: i64,
+    pub(crate) last_timestamp: Option<Timestamp>,
+    pub(crate) frozen: bool,
+    pub(crate) stream_count: i64,
 }
 
 impl HeadRow {
-    fn from_row(row: &PgRow) -> std::result::Result<Self, sqlx::Error> {
+    /// Decodes (head, last_timestamp, frozen, stream_count, generation).
+    pub(crate) fn from_row(row: &PgRow) -> std::result::Result<Self, sqlx::Error> {
         let head: i64 = row.try_get(0)?;
         let last: Option<i64> = row.try_get(1)?;
         Ok(HeadRow {
@@ -288,6 +306,7 @@ impl HeadRow {
             last_timestamp: last.map(Timestamp::from_millis),
             frozen: row.try_get(2)?,
             stream_count: row.try_get(3)?,
+            generation: row.try_get(4)?,
         })
     }
 }
@@ -494,7 +513,12 @@ impl Appender {
         let Some(head) = self.memory.head else {
             return pending;
         };
-        let mut group = Group::new(head, self.memory.last_timestamp, self.memory.stream_count);
+        let mut group = Group::new(
+            head,
+            self.memory.generation,
+            self.memory.last_timestamp,
+            self.memory.stream_count,
+        );
         let mut planned = Vec::new();
         let mut rest = Vec::new();
         for p in pending {
@@ -529,7 +553,7 @@ impl Appender {
         }
         let shared = self.shared.clone();
         let written = match self.connection().await {
-            Ok(conn) => write(conn, &shared, &group).await,
+            Ok(conn) => write(conn, &shared, &group, false).await,
             Err(e) => {
                 for (p, _) in planned {
                     let _ = p.reply.send(Err(e.clone()));
@@ -586,6 +610,7 @@ impl Appender {
             self.memory.streams.insert(stream.clone(), known);
         }
         self.memory.head = Some(new_head);
+        self.memory.generation = group.generation;
         self.memory.stream_count = group.next_stream;
         if group.last_timestamp.is_some() {
             self.memory.last_timestamp = group.last_timestamp;
@@ -657,7 +682,7 @@ impl Appender {
                     return Err((pending, e));
                 }
             };
-            let mut group = Group::new(at.head, at.last_timestamp, at.stream_count);
+            let mut group = Group::new(at.head, at.generation, at.last_timestamp, at.stream_count);
             let mut answers = Vec::with_capacity(pending.len());
             for p in &pending {
                 let plan = {
@@ -680,7 +705,7 @@ impl Appender {
                 None
             } else {
                 let written = match self.conn.as_mut() {
-                    Some(conn) => write(conn, &shared, &group).await,
+                    Some(conn) => write(conn, &shared, &group, false).await,
                     None => Err(sqlx::Error::PoolClosed),
                 };
                 match written {
@@ -723,6 +748,7 @@ impl Appender {
             if self.memory.head != Some(at.head) {
                 self.memory.forget();
                 self.memory.head = Some(at.head);
+                self.memory.generation = at.generation;
                 self.memory.last_timestamp = at.last_timestamp;
                 self.memory.stream_count = at.stream_count;
             }
@@ -827,42 +853,34 @@ impl Appender {
 }
 
 /// Runs a group's write statement; `Some(new head)` when it wrote, `None` when the
-/// head row was not at `group.base_head` or the store is frozen (nothing written).
-fn write<'a>(
+/// head row was not at `group.base_head` and `group.generation`, or the store is frozen
+/// and this is not a `maintenance` write (an import), which is allowed while frozen.
+pub(crate) fn write<'a>(
     conn: &'a mut PgConnection,
     shared: &'a Shared,
     group: &'a Group,
+    maintenance: bool,
 ) -> BoxFuture<'a, std::result::Result<Option<Position>, sqlx::Error>> {
     async move {
         let ev = &group.events;
         let n = ev.len();
         let mut positions = Vec::with_capacity(n);
         let mut versions = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        let mut generated = Vec::with_capacity(n);
-        let mut contexts = Vec::with_capacity(n);
-        let mut aggregates = Vec::with_capacity(n);
-        let mut stream_ids = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
         let mut timestamps = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut metadata = Vec::with_capacity(n);
-        let mut commit_ids = Vec::with_capacity(n);
-        let mut sequences = Vec::with_capacity(n);
+        let mut dispatched = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
         for e in ev {
             positions.push(to_sql(e.position));
             versions.push(to_sql(e.version));
-            ids.push(e.id.as_str());
-            generated.push(position_of_generated_id(&e.id) == Some(e.position));
-            contexts.push(e.stream.context.as_str());
-            aggregates.push(e.stream.aggregate.as_str());
-            stream_ids.push(e.stream.id.as_str());
-            types.push(e.event_type.as_str());
             timestamps.push(e.timestamp.as_millis());
-            payloads.push(e.payload.as_bytes());
-            metadata.push(e.metadata.as_bytes());
-            commit_ids.push(e.commit_id.as_str());
-            sequences.push(e.commit_sequence as i32);
+            dispatched.push(e.dispatched);
+            types.push(e.event_type.as_str());
+            // Generated ids carry their position: only caller-supplied ids are indexed.
+            let generated = position_of_generated_id(&e.id) == Some(e.position);
+            ids.push((!generated).then_some(e.id.as_str()));
+            records.push(crate::record::encode(e));
         }
         // Only new streams get a `streams` row; versions live in the events index.
         let mut s_contexts = Vec::new();
@@ -895,17 +913,11 @@ fn write<'a>(
             .bind(positions)
             .bind(&group.numbers)
             .bind(versions)
-            .bind(ids)
-            .bind(generated)
-            .bind(contexts)
-            .bind(aggregates)
-            .bind(stream_ids)
-            .bind(types)
             .bind(timestamps)
-            .bind(payloads)
-            .bind(metadata)
-            .bind(commit_ids)
-            .bind(sequences)
+            .bind(dispatched)
+            .bind(types)
+            .bind(ids)
+            .bind(records)
             .bind(s_contexts)
             .bind(s_aggregates)
             .bind(s_ids)
@@ -913,6 +925,8 @@ fn write<'a>(
             .bind(s_first_ts)
             .bind(s_first_pos)
             .bind(&shared.channel)
+            .bind(group.generation)
+            .bind(maintenance)
             .fetch_optional(conn)
             .await?;
         match row {
@@ -928,7 +942,7 @@ fn write<'a>(
 
 /// Runs statements without parameters in one round trip (the simple-query protocol)
 /// and returns the rows they produce.
-fn raw<'c>(
+pub(crate) fn raw<'c>(
     conn: &'c mut PgConnection,
     sql: &'c str,
 ) -> BoxFuture<'c, std::result::Result<Vec<PgRow>, sqlx::Error>> {

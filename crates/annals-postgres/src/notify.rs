@@ -8,6 +8,14 @@
 //! lost notification delays it until the next poll and never makes it skip anything.
 //! When the listening connection drops, the head is re-read at once, since anything
 //! committed meanwhile was not announced.
+//!
+//! Writers send a notification only when some connection listens for the store: the
+//! listening connection puts its backend pid on the store's head row after `LISTEN`
+//! (and takes it off when it stops), and the write statement reads the pids from the
+//! head row version it updates. A `NOTIFY` serialises commits database-wide, so stores
+//! nobody follows from another connection commit without one. A registration waits for
+//! the writer holding the head row; every write that commits after it notifies, and
+//! every one before it is seen by the head re-read that follows it.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -66,8 +74,8 @@ async fn listen(weak: Weak<Shared>, mut head: watch::Receiver<Position>) {
         };
         let listener = match PgListener::connect_with(&shared.pool).await {
             Ok(mut l) => match l.listen(&shared.channel).await {
-                Ok(()) => Some(l),
-                Err(_) => None,
+                Ok(()) if register(&shared, &mut l).await => Some(l),
+                _ => None,
             },
             Err(_) => None,
         };
@@ -89,14 +97,21 @@ async fn listen(weak: Weak<Shared>, mut head: watch::Receiver<Position>) {
                         }
                     }
                     Ok(None) => {
-                        // The connection dropped (and was re-established): re-read.
+                        // The connection dropped (and was re-established with a new
+                        // pid): register again, and re-read.
                         let Some(shared) = weak.upgrade() else { return };
+                        if !register(&shared, &mut listener).await {
+                            break;
+                        }
                         refresh(&shared).await;
                     }
                     Err(_) => break,
                 },
                 changed = head.changed() => {
                     if changed.is_err() || *head.borrow() == CLOSED {
+                        if let Some(shared) = weak.upgrade() {
+                            unregister(&shared, &mut listener).await;
+                        }
                         return;
                     }
                 }
@@ -104,6 +119,30 @@ async fn listen(weak: Weak<Shared>, mut head: watch::Receiver<Position>) {
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
+}
+
+/// Puts the listening connection's pid on the head row; false when that failed.
+async fn register(shared: &Shared, listener: &mut PgListener) -> bool {
+    let done = sqlx::query(&shared.sql.register_listener)
+        .bind(shared.store_id)
+        .execute(&mut *listener)
+        .await;
+    match done {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(store = %shared.name, error = %e, "registering the listener failed");
+            false
+        }
+    }
+}
+
+/// Takes the listening connection's pid off the head row (best effort: a pid left
+/// behind only costs notifications, and the next registration drops it).
+async fn unregister(shared: &Shared, listener: &mut PgListener) {
+    let _ = sqlx::query(&shared.sql.unregister_listener)
+        .bind(shared.store_id)
+        .execute(&mut *listener)
+        .await;
 }
 
 async fn poll(weak: Weak<Shared>, mut head: watch::Receiver<Position>, every: Duration) {

@@ -4,8 +4,8 @@
 
 use annals_core::scan::PageCollector;
 use annals_core::{
-    Direction, EventFilter, Json, ListStreams, Position, ReadAll, ReadAllPage, ReadFrom,
-    RecordedEvent, Result, StreamId, StreamInfo, StreamPage, StreamRead, Text, Timestamp, Version,
+    Direction, EventFilter, ListStreams, Position, ReadAll, ReadAllPage, ReadFrom, RecordedEvent,
+    Result, StreamId, StreamInfo, StreamPage, StreamRead, Text, Timestamp, Version,
 };
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -57,43 +57,21 @@ fn stored_u64(v: i64, what: &str) -> Result<u64> {
     })
 }
 
-fn text(row: &PgRow, at: usize) -> Result<Text> {
-    let s: String = row
-        .try_get(at)
-        .map_err(|e| corrupted("postgres table events", e.to_string()))?;
-    Ok(Text::from(s))
-}
-
 /// Decodes the event columns ([`EVENT_COLUMNS`]) starting at column `at`.
 pub(crate) fn event_from_row(row: &PgRow, at: usize) -> Result<RecordedEvent> {
     let get_err = |e: sqlx::Error| corrupted("postgres table events", e.to_string());
     let position: i64 = row.try_get(at).map_err(get_err)?;
-    let version: i64 = row.try_get(at + 5).map_err(get_err)?;
-    let sequence: i32 = row.try_get(at + 11).map_err(get_err)?;
-    let payload: Vec<u8> = row.try_get(at + 8).map_err(get_err)?;
-    let metadata: Vec<u8> = row.try_get(at + 9).map_err(get_err)?;
-    Ok(RecordedEvent {
+    let version: i64 = row.try_get(at + 1).map_err(get_err)?;
+    let event_type: String = row.try_get(at + 4).map_err(get_err)?;
+    let record: Vec<u8> = row.try_get(at + 5).map_err(get_err)?;
+    let columns = crate::record::Columns {
         position: stored_u64(position, "events.position")?,
-        id: text(row, at + 1)?,
-        stream: StreamId {
-            context: row.try_get(at + 2).map_err(get_err)?,
-            aggregate: row.try_get(at + 3).map_err(get_err)?,
-            id: row.try_get(at + 4).map_err(get_err)?,
-        },
         version: stored_u64(version, "events.version")?,
-        event_type: text(row, at + 6)?,
-        timestamp: Timestamp::from_millis(row.try_get(at + 7).map_err(get_err)?),
-        payload: Json::from_raw(payload),
-        metadata: Json::from_raw(metadata),
-        commit_id: text(row, at + 10)?,
-        commit_sequence: u32::try_from(sequence).map_err(|_| {
-            corrupted(
-                "postgres column events.commit_sequence",
-                format!("negative value {sequence}"),
-            )
-        })?,
-        dispatched: row.try_get(at + 12).map_err(get_err)?,
-    })
+        timestamp: Timestamp::from_millis(row.try_get(at + 2).map_err(get_err)?),
+        dispatched: row.try_get(at + 3).map_err(get_err)?,
+        event_type: Text::from(event_type),
+    };
+    crate::record::decode(columns, &bytes::Bytes::from(record))
 }
 
 /// The single stream a filter selects exactly, if it selects exactly one.
@@ -112,21 +90,39 @@ fn single_stream(filter: &EventFilter) -> Option<StreamId> {
     }
 }
 
-/// Appends the filter's conditions to `conditions`, binding their values.
-fn filter_conditions(filter: &EventFilter, conditions: &mut Vec<String>, args: &mut Vec<Arg>) {
+/// Appends the filter's conditions to `conditions`, binding their values. Stream names
+/// are not event columns: they select stream numbers from `streams` (skipped when
+/// `names` is false, because the caller selects the one stream itself). `$1` is the
+/// store.
+fn filter_conditions(
+    schema: &str,
+    filter: &EventFilter,
+    names: bool,
+    conditions: &mut Vec<String>,
+    args: &mut Vec<Arg>,
+) {
     fn add(conditions: &mut Vec<String>, args: &mut Vec<Arg>, condition: &str, arg: Arg) {
         args.push(arg);
         conditions.push(condition.replace('?', &format!("${}", args.len())));
     }
-    if let Some(c) = &filter.context {
-        add(conditions, args, "context = ?", Arg::Text(c.clone()));
+    let mut streams = Vec::new();
+    if names {
+        if let Some(c) = &filter.context {
+            add(&mut streams, args, "context = ?", Arg::Text(c.clone()));
+        }
+        if let Some(a) = &filter.aggregate {
+            add(&mut streams, args, "aggregate = ?", Arg::Text(a.clone()));
+        }
+        if !filter.aggregate_ids.is_empty() {
+            let ids = Arg::Texts(filter.aggregate_ids.clone());
+            add(&mut streams, args, "stream_id = ANY(?)", ids);
+        }
     }
-    if let Some(a) = &filter.aggregate {
-        add(conditions, args, "aggregate = ?", Arg::Text(a.clone()));
-    }
-    if !filter.aggregate_ids.is_empty() {
-        let ids = Arg::Texts(filter.aggregate_ids.clone());
-        add(conditions, args, "stream_id = ANY(?)", ids);
+    if !streams.is_empty() {
+        conditions.push(format!(
+            "stream_no IN (SELECT stream_no FROM {schema}.streams WHERE store_id = $1 AND {})",
+            streams.join(" AND ")
+        ));
     }
     if !filter.event_types.is_empty() {
         let types = Arg::Texts(filter.event_types.clone());
@@ -195,7 +191,14 @@ pub(crate) async fn read_all(shared: &Shared, read: &ReadAll) -> Result<ReadAllP
         Arg::OptI64(limit),
     ];
     let mut conditions = Vec::new();
-    filter_conditions(&read.filter, &mut conditions, &mut args);
+    let single = single_stream(&read.filter);
+    filter_conditions(
+        &sql.schema,
+        &read.filter,
+        single.is_none(),
+        &mut conditions,
+        &mut args,
+    );
     let desc = if read.direction == Direction::Backward {
         " DESC"
     } else {
@@ -204,7 +207,7 @@ pub(crate) async fn read_all(shared: &Shared, read: &ReadAll) -> Result<ReadAllP
     let s = &sql.schema;
     // Inside one stream, versions grow with positions: ordering by version lets the
     // stream's (stream_no, version) index drive the scan.
-    let order = match single_stream(&read.filter) {
+    let order = match single {
         Some(stream) => {
             let n = args.len();
             args.push(Arg::Text(stream.context));
@@ -410,6 +413,30 @@ pub(crate) async fn read_stream(
         .await
         .map_err(db_error)?;
     rows.iter().map(|row| event_from_row(row, 0)).collect()
+}
+
+/// The stored events with the given ids (in no particular order).
+pub(crate) async fn events_by_id(shared: &Shared, ids: &[&str]) -> Result<Vec<RecordedEvent>> {
+    let positions: Vec<i64> = ids
+        .iter()
+        .filter_map(|id| annals_core::append::position_of_generated_id(id))
+        .map(to_sql)
+        .collect();
+    let rows = sqlx::query(&shared.sql.events_by_id)
+        .bind(shared.store_id)
+        .bind(ids)
+        .bind(positions)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(db_error)?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let e = event_from_row(row, 0)?;
+        if ids.contains(&e.id.as_str()) {
+            events.push(e);
+        }
+    }
+    Ok(events)
 }
 
 /// What the `streams` table knows about one stream.

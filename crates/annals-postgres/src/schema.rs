@@ -20,7 +20,8 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit a released one: add the next.
-const MIGRATIONS: &[Migration] = &[Migration {
+const MIGRATIONS: &[Migration] = &[
+    Migration {
     version: 1,
     description: "stores, events, streams, snapshots, secrets",
     sql: r#"
@@ -98,7 +99,43 @@ CREATE TABLE {s}.secrets (
     UNIQUE (store_id, secret_id)
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "events keep index and filter columns plus one packed record; listener pids on the head row",
+        sql: r#"
+ALTER TABLE {s}.events RENAME TO events_v1;
+ALTER TABLE {s}.events_v1 RENAME CONSTRAINT events_pkey TO events_v1_pkey;
+ALTER TABLE {s}.events_v1 RENAME CONSTRAINT events_stream_version_key TO events_v1_stream_version_key;
+ALTER INDEX {s}.events_event_id_key RENAME TO events_v1_event_id_key;
+CREATE TABLE {s}.events (
+    position     bigint  NOT NULL,
+    stream_no    bigint  NOT NULL,
+    version      bigint  NOT NULL,
+    timestamp_ms bigint  NOT NULL,
+    store_id     integer NOT NULL,
+    dispatched   boolean NOT NULL DEFAULT false,
+    event_type   text COLLATE "C" NOT NULL,
+    event_id     text COLLATE "C",
+    record       bytea   NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (store_id, position),
+    CONSTRAINT events_stream_version_key UNIQUE (store_id, stream_no, version)
+);
+INSERT INTO {s}.events (position, stream_no, version, timestamp_ms, store_id, dispatched,
+    event_type, event_id, record)
+SELECT position, stream_no, version, timestamp_ms, store_id, dispatched, event_type,
+    CASE WHEN generated_id THEN NULL ELSE event_id END, {pack_v1_row}
+FROM {s}.events_v1;
+-- Ids the store generated carry their position (and are inside the record); only
+-- caller-supplied ids have the column set and an index entry.
+CREATE UNIQUE INDEX events_event_id_key ON {s}.events (store_id, event_id)
+    WHERE event_id IS NOT NULL;
+DROP TABLE {s}.events_v1;
+ALTER TABLE {s}.stores ADD COLUMN listener_pids integer[] NOT NULL DEFAULT '{}';
+ALTER TABLE {s}.stores ADD COLUMN generation bigint NOT NULL DEFAULT 0;
+"#,
+    },
+];
 
 /// The newest schema version this build knows.
 pub(crate) fn latest_version() -> i32 {
@@ -173,7 +210,11 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i32
         ));
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        sqlx::raw_sql(&m.sql.replace("{s}", &s))
+        let sql = m
+            .sql
+            .replace("{pack_v1_row}", crate::record::PACK_V1_ROW)
+            .replace("{s}", &s);
+        sqlx::raw_sql(&sql)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
@@ -197,8 +238,7 @@ pub(crate) fn quoted(schema: &str) -> String {
 
 /// The columns of an event row, in the order [`crate::read::event_from_row`] decodes.
 pub(crate) const EVENT_COLUMNS: &str =
-    "position, event_id, context, aggregate, stream_id, version, \
-     event_type, timestamp_ms, payload, metadata, commit_id, commit_sequence, dispatched";
+    "position, version, timestamp_ms, dispatched, event_type, record";
 
 /// The newest event of the stream of the `streams` row `s` (a lateral subquery).
 pub(crate) fn last_event(schema: &str) -> String {
@@ -215,6 +255,8 @@ pub(crate) struct Sql {
     /// The quoted schema name, for statements built per call (filtered reads).
     pub schema: String,
     pub create_store: String,
+    pub create_store_returning: String,
+    pub list_stores: String,
     pub store_id: String,
     pub head: String,
     pub describe: String,
@@ -242,6 +284,16 @@ pub(crate) struct Sql {
     pub count_deleted_secret: String,
     pub list_secrets: String,
     pub mark_dispatched: String,
+    pub lock_head: String,
+    pub stored_versions: String,
+    pub clear_events: Vec<String>,
+    pub clear_secrets: Vec<String>,
+    pub lock_secrets: String,
+    pub stored_secrets: String,
+    pub import_secrets: String,
+    pub mark_dispatched_at: String,
+    pub register_listener: String,
+    pub unregister_listener: String,
     pub drop_store: Vec<String>,
 }
 
@@ -258,14 +310,62 @@ impl Sql {
             create_store: format!(
                 "INSERT INTO {s}.stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
             ),
+            create_store_returning: format!(
+                "INSERT INTO {s}.stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id"
+            ),
+            list_stores: format!("SELECT name FROM {s}.stores ORDER BY name"),
             store_id: format!("SELECT id FROM {s}.stores WHERE name = $1"),
             head: format!("SELECT head FROM {s}.stores WHERE id = $1"),
+            // Secrets are counted (imports may leave idx gaps, so the next idx is no count).
             describe: format!(
-                "SELECT head, last_timestamp, frozen, stream_count, secret_count, deleted_secret_count
-                 FROM {s}.stores WHERE id = $1"
+                "SELECT h.head, h.last_timestamp, h.frozen, h.stream_count, c.total, c.deleted
+                 FROM {s}.stores h CROSS JOIN (
+                     SELECT count(*) AS total, count(*) FILTER (WHERE secret IS NULL) AS deleted
+                     FROM {s}.secrets WHERE store_id = $1) c
+                 WHERE h.id = $1"
+            ),
+            lock_head: format!(
+                "SELECT head, last_timestamp, frozen, stream_count, generation FROM {s}.stores
+                 WHERE id = $1 FOR NO KEY UPDATE"
+            ),
+            stored_versions: format!(
+                "SELECT stream_no, version FROM {s}.events
+                 WHERE store_id = $1 AND (stream_no, version) IN (
+                     SELECT * FROM unnest($2::bigint[], $3::bigint[]))"
+            ),
+            clear_events: vec![
+                format!("DELETE FROM {s}.events WHERE store_id = $1"),
+                format!("DELETE FROM {s}.streams WHERE store_id = $1"),
+                format!("DELETE FROM {s}.stream_snapshots WHERE store_id = $1"),
+                format!(
+                    "UPDATE {s}.stores SET head = 0, last_timestamp = NULL, stream_count = 0,
+                         generation = generation + 1
+                     WHERE id = $1"
+                ),
+            ],
+            clear_secrets: vec![
+                format!("DELETE FROM {s}.secrets WHERE store_id = $1"),
+                format!(
+                    "UPDATE {s}.stores SET secret_count = 0, deleted_secret_count = 0 WHERE id = $1"
+                ),
+            ],
+            // `secret_count` is the next idx.
+            lock_secrets: format!(
+                "SELECT head, secret_count FROM {s}.stores WHERE id = $1 FOR NO KEY UPDATE"
+            ),
+            stored_secrets: format!(
+                "SELECT idx, secret_id FROM {s}.secrets
+                 WHERE store_id = $1 AND (secret_id = ANY($2) OR idx = ANY($3))"
+            ),
+            import_secrets: format!(
+                "WITH s AS (INSERT INTO {s}.secrets (store_id, idx, secret_id, secret)
+                     SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bytea[]))
+                 UPDATE {s}.stores SET secret_count = greatest(secret_count, $5),
+                     deleted_secret_count = deleted_secret_count + $6
+                 WHERE id = $1"
             ),
             begin_and_lock: format!(
-                "BEGIN; SELECT head, last_timestamp, frozen, stream_count FROM {s}.stores
+                "BEGIN; SELECT head, last_timestamp, frozen, stream_count, generation FROM {s}.stores
                  WHERE id = {{id}} FOR NO KEY UPDATE"
             ),
             // A stream's number, and its version: its newest event's, at the end of its
@@ -279,45 +379,48 @@ impl Sql {
                  JOIN {s}.streams st ON st.store_id = $1 AND st.context = k.context
                      AND st.aggregate = k.aggregate AND st.stream_id = k.stream_id"
             ),
-            // Events by id ($2): caller-supplied ids through their index, generated ids
-            // through the positions they carry ($3).
+            // Candidates for events by id ($2): caller-supplied ids through their index,
+            // generated ids through the positions they carry ($3). The caller keeps the
+            // rows whose record holds one of the ids.
             events_by_id: format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events
-                 WHERE store_id = $1 AND event_id = ANY($2) AND position IN (
+                 WHERE store_id = $1 AND position IN (
                      SELECT position FROM {s}.events
-                     WHERE store_id = $1 AND event_id = ANY($2) AND NOT generated_id
+                     WHERE store_id = $1 AND event_id = ANY($2)
                      UNION ALL SELECT unnest($3::bigint[]))"
             ),
             // One statement writes a whole group: it takes the head row (waiting for any
             // other writer of the store), checks that the head is still the one the
             // group was planned against and that the store is not frozen, and only then
-            // inserts the events, updates the streams and announces the new head. When
-            // the check fails it writes nothing and returns no row.
+            // inserts the events, updates the streams and announces the new head — with
+            // a NOTIFY only when some connection listens for the store (its pid is on
+            // the head row; read from the row version this statement updates, so a
+            // listener registered before the row was granted is never missed). When the
+            // check fails it writes nothing and returns no row.
             write_batch: format!(
                 "WITH head AS (
                     UPDATE {s}.stores
                        SET head = head + $2,
                            last_timestamp = coalesce($3, last_timestamp),
                            stream_count = stream_count + $4
-                     WHERE id = $1 AND head = $5 AND NOT frozen
-                 RETURNING head, name
+                     WHERE id = $1 AND head = $5 AND generation = $21 AND (NOT frozen OR $22)
+                 RETURNING head, name, cardinality(listener_pids) > 0 AS listened
                  ), inserted AS (
-                    INSERT INTO {s}.events (store_id, position, stream_no, version, event_id,
-                        generated_id, context, aggregate, stream_id, event_type, timestamp_ms,
-                        payload, metadata, commit_id, commit_sequence)
+                    INSERT INTO {s}.events (store_id, position, stream_no, version,
+                        timestamp_ms, dispatched, event_type, event_id, record)
                     SELECT $1, e.* FROM unnest($6::bigint[], $7::bigint[], $8::bigint[],
-                        $9::text[], $10::boolean[], $11::text[], $12::text[], $13::text[],
-                        $14::text[], $15::bigint[], $16::bytea[], $17::bytea[], $18::text[],
-                        $19::integer[]) AS e
+                        $9::bigint[], $10::boolean[], $11::text[], $12::text[],
+                        $13::bytea[]) AS e
                      WHERE EXISTS (SELECT 1 FROM head)
                  ), streams AS (
                     INSERT INTO {s}.streams (store_id, context, aggregate, stream_id, stream_no,
                         first_timestamp, first_position)
-                    SELECT $1, u.* FROM unnest($20::text[], $21::text[], $22::text[],
-                        $23::bigint[], $24::bigint[], $25::bigint[]) AS u
+                    SELECT $1, u.* FROM unnest($14::text[], $15::text[], $16::text[],
+                        $17::bigint[], $18::bigint[], $19::bigint[]) AS u
                      WHERE EXISTS (SELECT 1 FROM head)
                  )
-                 SELECT head, CASE WHEN $2 > 0 THEN pg_notify($26, name || ':' || head) END
+                 SELECT head, CASE WHEN $2 > 0 AND listened
+                     THEN pg_notify($20, name || ':' || head) END
                  FROM head"
             ),
             read_stream_forward: format!(
@@ -400,13 +503,26 @@ impl Sql {
                    AND (cardinality($4::text[]) = 0 OR secret_id = ANY($4))
                  ORDER BY idx OFFSET $5 LIMIT $6"
             ),
-            // $3: the position a generated id carries, if $2 is one.
             mark_dispatched: format!(
                 "UPDATE {s}.events SET dispatched = true
-                 WHERE store_id = $1 AND event_id = $2 AND NOT dispatched AND position IN (
-                     SELECT position FROM {s}.events
-                     WHERE store_id = $1 AND event_id = $2 AND NOT generated_id
-                     UNION ALL SELECT $3::bigint WHERE $3::bigint IS NOT NULL)"
+                 WHERE store_id = $1 AND event_id = $2 AND NOT dispatched"
+            ),
+            mark_dispatched_at: format!(
+                "UPDATE {s}.events SET dispatched = true
+                 WHERE store_id = $1 AND position = $2 AND NOT dispatched"
+            ),
+            // The listening connection puts its pid on the head row (dropping pids of
+            // connections that are gone), and takes it off when it stops.
+            register_listener: format!(
+                "UPDATE {s}.stores SET listener_pids = array_append(ARRAY(
+                     SELECT p FROM unnest(listener_pids) p
+                     WHERE p <> pg_backend_pid() AND p IN (SELECT pid FROM pg_stat_activity)),
+                     pg_backend_pid())
+                 WHERE id = $1"
+            ),
+            unregister_listener: format!(
+                "UPDATE {s}.stores SET listener_pids = array_remove(listener_pids, pg_backend_pid())
+                 WHERE id = $1"
             ),
             drop_store: ["events", "streams", "keyed_snapshots", "stream_snapshots", "secrets"]
                 .iter()

@@ -325,10 +325,13 @@ fn a_writer_holding_the_head_row_blocks_later_appends_and_readers_never_skip_its
         for (k, position) in [4i64, 5].into_iter().enumerate() {
             sqlx::query(&format!(
                 "INSERT INTO \"{s}\".events (store_id, position, stream_no, version, timestamp_ms,
-                     commit_sequence, generated_id, event_id, context, aggregate, stream_id,
-                     event_type, commit_id, payload, metadata)
-                 VALUES ($1, $2, 1, $3, $4, $5, false, $6, '', '', 'a', 'ByA', 'commit-a',
-                     '{{}}', 'null')"
+                     event_type, event_id, record)
+                 VALUES ($1, $2, 1, $3, $4, 'ByA', $6,
+                     '\\x01'::bytea || int4send($5::integer)
+                     || int4send(octet_length($6::text)) || convert_to($6::text, 'UTF8')
+                     || int4send(0) || int4send(0) || int4send(1) || 'a'::bytea
+                     || int4send(8) || 'commit-a'::bytea
+                     || int4send(2) || '{{}}'::bytea || int4send(4) || 'null'::bytea)"
             ))
             .bind(store_id)
             .bind(position)

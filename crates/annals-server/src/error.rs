@@ -21,6 +21,20 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// An NDJSON import stopped: the store's (or the line's) error, and where.
+    #[error("{source}")]
+    Import {
+        /// What went wrong (boxed: this variant is rare and keeps `ApiError` small).
+        source: Box<Error>,
+        /// The line the error is about (from 1).
+        line: u64,
+        /// The first byte not imported.
+        byte_offset: u64,
+        /// Items imported before the import stopped.
+        imported: u64,
+        /// Items skipped before the import stopped.
+        skipped: u64,
+    },
     /// A request exceeds a count limit (events per append, values of a filter).
     #[error("{what} exceeds the limit {limit} = {max}")]
     LimitExceeded {
@@ -51,6 +65,21 @@ impl ApiError {
                 d.insert("limit".into(), json!("maxBodyBytes"));
                 d.insert("max".into(), json!(limit));
                 (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded".to_owned())
+            }
+            ApiError::Import {
+                source,
+                line,
+                byte_offset,
+                imported,
+                skipped,
+            } => {
+                let (status, code, details) = ApiError::Store((**source).clone()).parts();
+                d.extend(details);
+                d.insert("line".into(), json!(line));
+                d.insert("byteOffset".into(), json!(byte_offset));
+                d.insert("imported".into(), json!(imported));
+                d.insert("skipped".into(), json!(skipped));
+                (status, code)
             }
             ApiError::LimitExceeded { what, limit, max } => {
                 d.insert("field".into(), json!(what));
@@ -84,6 +113,11 @@ impl ApiError {
                 Error::DuplicateEventId { id } => {
                     d.insert("id".into(), json!(id));
                     (StatusCode::CONFLICT, "duplicate_event_id".to_owned())
+                }
+                Error::WrongExpectedHead { expected, actual } => {
+                    d.insert("expectedHead".into(), json!(expected));
+                    d.insert("headPosition".into(), json!(actual));
+                    (StatusCode::CONFLICT, "head_moved".to_owned())
                 }
                 Error::Frozen => (StatusCode::LOCKED, "store_frozen".to_owned()),
                 Error::AlreadyFrozen => (StatusCode::CONFLICT, "already_frozen".to_owned()),

@@ -37,8 +37,10 @@
 //! - SSE sends `event: error` (the error body) or `event: end` when the store ends a
 //!   subscription, so a client can tell that from a dropped connection.
 
+mod append_batch;
 mod auth;
 mod error;
+mod maintenance;
 mod metrics;
 mod openapi;
 mod registry;

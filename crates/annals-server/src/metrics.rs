@@ -30,10 +30,13 @@ pub(crate) struct Metrics {
     server_errors: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_micros_sum: AtomicU64,
+    /// The lag (events behind the head) each open subscription had at its last check.
+    subscriber_lags: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    next_subscription: AtomicU64,
 }
 
-/// Counts one open subscription while it lives.
-pub(crate) struct OpenSubscription(Arc<Registry>);
+/// Counts one open subscription while it lives, and its lag.
+pub(crate) struct OpenSubscription(Arc<Registry>, u64);
 
 impl OpenSubscription {
     pub(crate) fn new(registry: Arc<Registry>) -> Self {
@@ -41,7 +44,16 @@ impl OpenSubscription {
             .metrics
             .subscriptions_open
             .fetch_add(1, Ordering::Relaxed);
-        OpenSubscription(registry)
+        let id = registry
+            .metrics
+            .next_subscription
+            .fetch_add(1, Ordering::Relaxed);
+        OpenSubscription(registry, id)
+    }
+
+    /// Records how far behind the head this subscription was at its last check.
+    pub(crate) fn lag(&self, events: u64) {
+        self.0.metrics.lags().insert(self.1, events);
     }
 
     pub(crate) fn sent(&self) {
@@ -54,6 +66,7 @@ impl OpenSubscription {
 
 impl Drop for OpenSubscription {
     fn drop(&mut self) {
+        self.0.metrics.lags().remove(&self.1);
         self.0
             .metrics
             .subscriptions_open
@@ -62,6 +75,13 @@ impl Drop for OpenSubscription {
 }
 
 impl Metrics {
+    fn lags(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
+        // A map of plain numbers is consistent whatever a panicking holder did.
+        self.subscriber_lags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn observe(&self, seconds: f64, status: u16) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if (400..500).contains(&status) {
@@ -111,6 +131,25 @@ impl Metrics {
             "Live subscriptions (SSE) open now.",
             "gauge",
             get(&self.subscriptions_open),
+        );
+        let (max_lag, total_lag) = {
+            let lags = self.lags();
+            (
+                lags.values().copied().max().unwrap_or(0),
+                lags.values().sum::<u64>(),
+            )
+        };
+        counter(
+            "annals_subscriber_lag_events_max",
+            "The largest lag (events behind the head) of an open subscription at its last check.",
+            "gauge",
+            max_lag,
+        );
+        counter(
+            "annals_subscriber_lag_events_sum",
+            "The lags of all open subscriptions at their last checks, added up.",
+            "gauge",
+            total_lag,
         );
         counter(
             "annals_subscription_events_total",

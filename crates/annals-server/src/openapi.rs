@@ -82,6 +82,13 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         201,
     ),
     op(
+        "post",
+        "/v1/stores/{store}/events/batch",
+        "appendBatch",
+        "Several independent appends in one request; one result each.",
+        200,
+    ),
+    op(
         "get",
         "/v1/stores/{store}/events",
         "readEvents",
@@ -94,6 +101,34 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "exportEvents",
         "Stored events as NDJSON.",
         200,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/events/import",
+        "importEvents",
+        "Import NDJSON events, keeping ids, versions, timestamps (allowed while frozen).",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/events",
+        "clearEvents",
+        "Delete every event, stream and stream snapshot; positions restart at 1.",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/secrets/import",
+        "importSecrets",
+        "Import NDJSON secrets, keeping idx and tombstones (allowed while frozen).",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/secrets",
+        "clearSecrets",
+        "Delete every secret; idx restarts at 0.",
+        204,
     ),
     op(
         "post",

@@ -111,7 +111,7 @@ impl Registry {
                 if let Some(store) = self.cached(name)? {
                     return Ok(store);
                 }
-                if !pg_store_exists(db, name).await? {
+                if !db.store_exists(name).await? {
                     return Err(Error::not_found("store", name).into());
                 }
                 let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
@@ -136,18 +136,8 @@ impl Registry {
                 Ok(())
             }
             Backing::Postgres(db) => {
-                // The insert decides between concurrent creators: one gets the row.
-                let sql = format!(
-                    "INSERT INTO {}.stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING \
-                     RETURNING id",
-                    db.schema()
-                );
-                let created = sqlx::query(&sql)
-                    .bind(name)
-                    .fetch_optional(db.pool())
-                    .await
-                    .map_err(pg_error)?;
-                if created.is_none() {
+                // Of concurrent creators (in any process), exactly one gets `true`.
+                if !db.create_store(name).await? {
                     return Err(ApiError::StoreAlreadyExists(name.to_owned()));
                 }
                 let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
@@ -192,23 +182,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// Whether the store `name` has its row in the PostgreSQL schema (`annals_postgres`
-/// creates stores on open, so existence is asked of its `stores` table directly).
-async fn pg_store_exists(
-    db: &annals_postgres::PostgresDatabase,
-    name: &str,
-) -> Result<bool, ApiError> {
-    let sql = format!("SELECT 1 FROM {}.stores WHERE name = $1", db.schema());
-    let row = sqlx::query(&sql)
-        .bind(name)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(pg_error)?;
-    Ok(row.is_some())
-}
-
-fn pg_error(e: sqlx::Error) -> ApiError {
-    ApiError::Store(Error::backend("postgres", e))
 }

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::wire::{self, parse_body, AppendBody, Params};
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// How often an idle subscription gets a keep-alive comment.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -44,7 +44,20 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
         )
         .route("/v1/stores/{store}/freeze", post(freeze))
         .route("/v1/stores/{store}/unfreeze", post(unfreeze))
-        .route("/v1/stores/{store}/events", post(append).get(read_all))
+        .route(
+            "/v1/stores/{store}/events",
+            post(append)
+                .get(read_all)
+                .delete(crate::maintenance::clear_events),
+        )
+        .route(
+            "/v1/stores/{store}/events/import",
+            post(crate::maintenance::import_events).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/stores/{store}/events/batch",
+            post(crate::append_batch::append_batch),
+        )
         .route(
             "/v1/stores/{store}/events/{id}/dispatched",
             post(mark_dispatched),
@@ -65,10 +78,16 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
             "/v1/stores/{store}/snapshot-keys/{key}",
             put(save_snapshot).get(load_snapshot).delete(drop_snapshot),
         )
-        .route("/v1/stores/{store}/secrets", get(list_secrets))
+        .route(
+            "/v1/stores/{store}/secrets",
+            get(list_secrets).delete(crate::maintenance::clear_secrets),
+        )
         .route(
             "/v1/stores/{store}/secrets/{id}",
-            put(set_secret).get(get_secret).delete(delete_secret),
+            put(set_secret)
+                .get(get_secret)
+                .delete(delete_secret)
+                .post(crate::maintenance::secrets_post),
         )
         .route("/v1/stores/{store}/subscribe", get(subscribe))
         .fallback(|| async { ApiError::Store(Error::not_found("route", "no such route")) })
@@ -89,7 +108,7 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
 pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// The body, or the error naming the limit it exceeds.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge {
@@ -112,7 +131,7 @@ async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
         .into_response()
 }
 
-fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
+pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
     counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -606,6 +625,7 @@ async fn subscribe(
         max_lag: reg.max_subscriber_lag,
         since_check: 0,
         checked_at: std::time::Instant::now(),
+        measured: None,
     };
     Ok(Sse::new(sse_events(events, lag, reg))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -621,6 +641,8 @@ struct LagWatch {
     max_lag: u64,
     since_check: u64,
     checked_at: std::time::Instant,
+    /// The lag found by the last check, until it is reported to the metrics.
+    measured: Option<u64>,
 }
 
 /// See [`LagWatch`].
@@ -641,6 +663,7 @@ impl LagWatch {
         let head = self.store.describe().await.ok()?.head_position;
         // `position` is not sent yet: the subscriber holds everything before it.
         let lag = head.saturating_sub(position.saturating_sub(1).max(self.start_head));
+        self.measured = Some(lag);
         (lag > self.max_lag).then(|| {
             Event::default().event("lagged").data(
                 json!({
@@ -674,7 +697,11 @@ fn sse_events(
             let (mut events, open, mut lag) = state?;
             let message = match events.next().await {
                 Some(Ok(e)) => {
-                    if let Some(lagged) = lag.check(e.position).await {
+                    let lagged = lag.check(e.position).await;
+                    if let Some(events_behind) = lag.measured.take() {
+                        open.lag(events_behind);
+                    }
+                    if let Some(lagged) = lagged {
                         count(&reg.metrics.subscriptions_lagged, 1);
                         return Some((Ok(lagged), None));
                     }

@@ -820,3 +820,54 @@ async fn with_tokens_a_non_loopback_address_is_allowed() {
     let server = Server::bind(config).await.unwrap();
     assert!(server.local_addr().ip().is_unspecified());
 }
+
+#[tokio::test]
+async fn a_batch_of_appends_answers_each_append_on_its_own() {
+    let s = start().await;
+    let (status, _) = s.call(reqwest::Method::PUT, "/v1/stores/b", None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/stores/b/events/batch",
+            Some(json!({"appends": [
+                {"expectedVersion": 0, "events": [{"aggregateId": "a", "type": "One", "payload": {"n": 1}}]},
+                {"expectedVersion": 3, "events": [{"aggregateId": "b", "type": "Two", "payload": {}}]},
+                {"events": [{"aggregateId": "", "type": "Bad", "payload": {}}]},
+                {"events": [{"aggregateId": "d", "type": "Three", "payload": [1, 2]}, {"aggregateId": "d", "type": "Four", "payload": null}]}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["status"], 201, "{}", results[0]);
+    assert_eq!(results[0]["body"]["events"][0]["version"], 1);
+    assert_eq!(results[1]["status"], 409);
+    assert_eq!(results[1]["body"]["error"]["code"], "version_conflict");
+    assert_eq!(results[2]["status"], 400);
+    assert_eq!(results[2]["body"]["error"]["code"], "invalid_request");
+    assert_eq!(results[3]["status"], 201);
+    assert_eq!(results[3]["body"]["events"].as_array().unwrap().len(), 2);
+    // Only the accepted appends were stored: 3 events, positions dense.
+    let (_, read) = s
+        .call(reqwest::Method::GET, "/v1/stores/b/events", None)
+        .await;
+    let positions: Vec<u64> = read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    // A body that is not a batch is refused as a whole.
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/v1/stores/b/events/batch",
+            Some(json!({"appends": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    s.stop().await;
+}

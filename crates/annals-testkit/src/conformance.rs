@@ -19,9 +19,9 @@ use std::time::Duration;
 use annals_core::limits::MAX_NAME_BYTES;
 use annals_core::{
     AppendRequest, AppendResult, Cursor, Error, ErrorKind, EventFilter, EventStore, EventStream,
-    ExpectedVersion, Json, ListStreams, NewStreamSnapshot, Position, ProposedEvent, ReadAll,
-    ReadFrom, RecordedEvent, Result, SecretQuery, StoreDescription, StreamId, StreamPageToken,
-    StreamRead, Subscribe, Timestamp, Version,
+    ExpectedVersion, ImportBatch, ImportOutcome, Json, ListStreams, NewStreamSnapshot, OnConflict,
+    Position, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, Result, SecretImport, SecretQuery,
+    StoreDescription, StreamId, StreamPageToken, StreamRead, Subscribe, Timestamp, Version,
 };
 use futures::StreamExt;
 
@@ -4263,4 +4263,916 @@ pub async fn drop_store_erases_data_and_closes(store: &dyn EventStore) {
         "drop_store twice",
     );
     assert_ends_closed(&mut live, "a live subscription when the store is dropped").await;
+}
+
+// ---------------------------------------------------------------------------------
+// Data maintenance: import, clear (issue #6)
+// ---------------------------------------------------------------------------------
+
+/// An event as another store recorded it, ready to import (`position` is ignored).
+fn recorded(id: &str, stream: &StreamId, version: Version, k: i64) -> RecordedEvent {
+    RecordedEvent {
+        position: 999,
+        id: id.into(),
+        stream: stream.clone(),
+        version,
+        event_type: "Imported".into(),
+        timestamp: at(k),
+        payload: json(&format!(r#"{{"k": {k}}}"#)),
+        metadata: json(r#" {"source":"a"} "#),
+        commit_id: format!("commit-{k}").into(),
+        commit_sequence: k as u32,
+        dispatched: false,
+    }
+}
+
+fn import_batch(events: Vec<RecordedEvent>, on_conflict: OnConflict) -> ImportBatch {
+    ImportBatch {
+        events,
+        on_conflict,
+        expected_head: None,
+    }
+}
+
+async fn import_ok(store: &dyn EventStore, batch: ImportBatch) -> ImportOutcome {
+    let what = format!("import of {} events", batch.events.len());
+    store
+        .import_events(batch)
+        .await
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
+}
+
+/// `event` as it must read back after being imported at `position`.
+fn at_position(event: &RecordedEvent, position: Position) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        ..event.clone()
+    }
+}
+
+fn secret_import(idx: Option<u64>, id: &str, secret: Option<&str>) -> SecretImport {
+    SecretImport {
+        idx,
+        id: id.to_owned(),
+        secret: secret.map(str::to_owned),
+    }
+}
+
+/// Import keeps every field (id, stream, version, type, timestamp, payload and
+/// metadata byte-for-byte, commit id and sequence, dispatched) and assigns positions
+/// after the head, in batch order; `position` in the input is ignored.
+pub async fn import_keeps_every_field_and_assigns_positions_after_the_head(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let local = StreamId::new("local");
+    append_ok(
+        store,
+        &local,
+        ExpectedVersion::NoStream,
+        vec![event("T", "1")],
+    )
+    .await;
+    let a = StreamId::new("a-1")
+        .with_aggregate("acc")
+        .with_context("bank");
+    let b = StreamId::new("b-1");
+    let mut e1 = recorded("i-1", &a, 3, 5);
+    e1.dispatched = true;
+    let e2 = recorded("i-2", &b, 1, 2);
+    let e3 = recorded("i-3", &a, 7, 9);
+    let outcome = import_ok(
+        store,
+        import_batch(vec![e1.clone(), e2.clone(), e3.clone()], OnConflict::Error),
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        ImportOutcome {
+            imported: 3,
+            skipped: 0,
+            head_position: 4
+        },
+        "import outcome"
+    );
+    let all = read_everything(store).await;
+    assert_eq!(
+        all[1..].to_vec(),
+        vec![
+            at_position(&e1, 2),
+            at_position(&e2, 3),
+            at_position(&e3, 4)
+        ],
+        "imported events read back with every field kept and positions 2..=4"
+    );
+    assert_eq!(
+        stream_versions(store, &a, StreamRead::all()).await,
+        vec![3, 7],
+        "versions of an imported stream, gaps kept"
+    );
+    let info = store
+        .stream_info(&a)
+        .await
+        .unwrap()
+        .expect("imported stream");
+    assert_eq!(
+        (
+            info.version,
+            info.first_position,
+            info.last_position,
+            info.first_timestamp
+        ),
+        (7, 2, 4, at(5)),
+        "stream info of an imported stream"
+    );
+    let d = description(store).await;
+    assert_eq!(
+        (d.event_count, d.stream_count, d.head_position),
+        (4, 3, 4),
+        "describe after an import"
+    );
+    assert_eq!(
+        store
+            .undispatched(filter(), None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        vec![1, 3, 4],
+        "the imported dispatched flag is kept"
+    );
+    // The store continues after the imported events.
+    let next = append_ok(store, &a, ExpectedVersion::Exact(7), vec![event("T", "2")]).await;
+    assert_eq!(
+        (next.events[0].position, next.events[0].version),
+        (5, 8),
+        "an append after an import"
+    );
+    let empty = import_ok(store, import_batch(vec![], OnConflict::Error)).await;
+    assert_eq!(
+        (empty.imported, empty.skipped, empty.head_position),
+        (0, 0, 5),
+        "an empty import"
+    );
+}
+
+/// Importing every event of store A, in position order, into an empty store B
+/// reproduces A: positions, ids (generated ones too), versions, timestamps, payloads,
+/// commits, dispatch marks, stream infos and listings; B then works on its own (reads by
+/// stream, lookups by id, appends).
+pub async fn import_of_an_export_into_an_empty_store_reproduces_it(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let source = annals_core::MemoryStore::new();
+    let fixture = seed_fixture(&source).await;
+    let s = StreamId::new("gen").with_aggregate("acc");
+    // Events without ids get generated ids; several per commit.
+    source
+        .append_to_stream(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("A", "1"), event("B", "[2]"), event("C", "{}")],
+        )
+        .await
+        .unwrap();
+    source
+        .append_to_stream(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("D", "4").with_version(10)],
+        )
+        .await
+        .unwrap();
+    source.mark_dispatched(&fixture[1].id).await.unwrap();
+    source.mark_dispatched(&fixture[0].id).await.unwrap();
+    source.mark_dispatched(&fixture[5].id).await.unwrap();
+    let export = read_everything(&source).await;
+    assert_eq!(export.len(), 12);
+
+    let outcome = import_ok(store, import_batch(export.clone(), OnConflict::Error)).await;
+    assert_eq!(
+        (outcome.imported, outcome.skipped, outcome.head_position),
+        (12, 0, 12)
+    );
+    assert_eq!(
+        read_everything(store).await,
+        export,
+        "the import reproduces the export"
+    );
+    assert_eq!(
+        store
+            .list_streams(ListStreams::default())
+            .await
+            .unwrap()
+            .streams,
+        source
+            .list_streams(ListStreams::default())
+            .await
+            .unwrap()
+            .streams,
+        "stream listing after the import"
+    );
+    for k in [0, 2, 5] {
+        let stream = fixture_stream(k);
+        assert_eq!(
+            store.stream_info(&stream).await.unwrap(),
+            source.stream_info(&stream).await.unwrap(),
+            "stream info of {stream}"
+        );
+    }
+    assert_eq!(
+        stream_events(store, &s, StreamRead::all()).await,
+        stream_events(&source, &s, StreamRead::all()).await,
+        "read_stream of an imported stream"
+    );
+    let mut d_store = description(store).await;
+    let mut d_source = description(&source).await;
+    d_store.bytes_on_disk = None;
+    d_source.bytes_on_disk = None;
+    assert_eq!(d_store, d_source, "describe after the import");
+
+    // Ids of imported events (generated by A) are found in B.
+    let generated = &export[9];
+    store.mark_dispatched(&generated.id).await.unwrap();
+    let again = read(store, ReadAll::forward().after(9).limit(1)).await;
+    assert!(again[0].dispatched, "mark_dispatched of an imported event");
+    let retry = store
+        .append_to_stream(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("A", "1").with_id(generated.id.to_string())],
+        )
+        .await;
+    expect_duplicate_id(
+        retry,
+        &generated.id,
+        "an append reusing an imported id for other content",
+    );
+    let next = append_ok(store, &s, ExpectedVersion::Exact(10), vec![event("E", "5")]).await;
+    assert_eq!((next.events[0].position, next.events[0].version), (13, 11));
+    assert!(
+        next.events[0].timestamp >= export[11].timestamp,
+        "a later store timestamp is not below the imported ones"
+    );
+}
+
+/// An imported event whose (stream, version) is stored is skipped with
+/// `OnConflict::Skip` and refuses the whole batch with `VersionConflict` with
+/// `OnConflict::Error`.
+pub async fn import_of_a_stored_stream_version_is_skipped_or_a_version_conflict(
+    store: &dyn EventStore,
+) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event("T", "1"), event("T", "2")],
+    )
+    .await;
+    let clash = recorded("other-id", &s, 2, 1);
+    let fresh = recorded("new-id", &s, 3, 2);
+    let err = store
+        .import_events(import_batch(
+            vec![
+                fresh.clone(),
+                recorded("x", &StreamId::new("t"), 1, 3),
+                clash.clone(),
+            ],
+            OnConflict::Error,
+        ))
+        .await;
+    match expect_kind(
+        err,
+        ErrorKind::VersionConflict,
+        "import of a stored version",
+    ) {
+        Error::VersionConflict {
+            stream,
+            version,
+            current,
+        } => assert_eq!((stream, version, current), (s.clone(), 2, 3)),
+        other => panic!("not VersionConflict: {other:?}"),
+    }
+    assert_eq!(
+        read_everything(store).await.len(),
+        2,
+        "a refused import stores nothing"
+    );
+    let outcome = import_ok(
+        store,
+        import_batch(vec![clash.clone(), fresh.clone()], OnConflict::Skip),
+    )
+    .await;
+    assert_eq!(
+        (outcome.imported, outcome.skipped, outcome.head_position),
+        (1, 1, 3),
+        "skip drops the stored version and imports the rest"
+    );
+    let all = read_everything(store).await;
+    assert_eq!(ids(&all)[2], "new-id");
+    assert_ne!(all[1].id.as_ref(), "other-id", "the stored event stays");
+}
+
+/// An imported event whose id is stored (for any event) is skipped with `Skip` and
+/// refuses the batch with `DuplicateEventId` with `Error`.
+pub async fn import_of_a_stored_id_is_skipped_or_duplicate_event_id(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event("T", "1").with_id("taken")],
+    )
+    .await;
+    let t = StreamId::new("t");
+    let dup = recorded("taken", &t, 1, 1);
+    let ok = recorded("free", &t, 2, 2);
+    expect_duplicate_id(
+        store
+            .import_events(import_batch(
+                vec![dup.clone(), ok.clone()],
+                OnConflict::Error,
+            ))
+            .await,
+        "taken",
+        "import of a stored id",
+    );
+    assert_eq!(read_everything(store).await.len(), 1, "nothing stored");
+    let outcome = import_ok(store, import_batch(vec![dup, ok.clone()], OnConflict::Skip)).await;
+    assert_eq!((outcome.imported, outcome.skipped), (1, 1));
+    assert_eq!(
+        read_everything(store).await[1],
+        at_position(&ok, 2),
+        "the event after the skipped one"
+    );
+    // Importing the same events again with Skip is a no-op.
+    let again = import_ok(store, import_batch(vec![ok], OnConflict::Skip)).await;
+    assert_eq!(
+        (again.imported, again.skipped, again.head_position),
+        (0, 1, 2)
+    );
+}
+
+/// A version at or below a stream's current version that is not stored (back-filling a
+/// gap below the head) is `InvalidInput` on `events[i].version`, also with `Skip`,
+/// also when the higher version came earlier in the same batch.
+pub async fn import_below_a_streams_current_version_is_invalid_input(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![event("T", "1").with_version(5)],
+    )
+    .await;
+    for on_conflict in [OnConflict::Error, OnConflict::Skip] {
+        expect_invalid(
+            store
+                .import_events(import_batch(
+                    vec![
+                        recorded("a", &StreamId::new("t"), 1, 1),
+                        recorded("b", &s, 3, 1),
+                    ],
+                    on_conflict,
+                ))
+                .await,
+            "events[1].version",
+            "back-filling below the stored head",
+        );
+        let u = StreamId::new("u");
+        expect_invalid(
+            store
+                .import_events(import_batch(
+                    vec![recorded("c", &u, 4, 1), recorded("d", &u, 2, 1)],
+                    on_conflict,
+                ))
+                .await,
+            "events[1].version",
+            "back-filling below a version of the same batch",
+        );
+    }
+    expect_invalid(
+        store
+            .import_events(import_batch(
+                vec![recorded("z", &StreamId::new("z"), 0, 1)],
+                OnConflict::Error,
+            ))
+            .await,
+        "events[0].version",
+        "version 0",
+    );
+    assert_eq!(read_everything(store).await.len(), 1, "nothing imported");
+}
+
+/// Two events of one batch with the same id, or the same (stream, version), are
+/// `InvalidInput`, with either conflict mode.
+pub async fn import_duplicates_inside_one_batch_are_invalid_input(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    for on_conflict in [OnConflict::Error, OnConflict::Skip] {
+        expect_invalid(
+            store
+                .import_events(import_batch(
+                    vec![
+                        recorded("same", &s, 1, 1),
+                        recorded("same", &StreamId::new("t"), 1, 1),
+                    ],
+                    on_conflict,
+                ))
+                .await,
+            "events[1].id",
+            "one id twice in a batch",
+        );
+        expect_invalid(
+            store
+                .import_events(import_batch(
+                    vec![
+                        recorded("one", &s, 1, 1),
+                        recorded("two", &s, 2, 1),
+                        recorded("three", &s, 1, 1),
+                    ],
+                    on_conflict,
+                ))
+                .await,
+            "events[2].version",
+            "one stream version twice in a batch",
+        );
+    }
+    assert!(read_everything(store).await.is_empty(), "nothing imported");
+}
+
+/// A bad event anywhere in a batch (a field append would refuse, or a conflict) stores
+/// nothing of the batch; the error names `events[i].<field>`.
+pub async fn import_with_one_bad_event_stores_nothing(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let good = || vec![recorded("g1", &s, 1, 1), recorded("g2", &s, 2, 2)];
+    type Spoil = Box<dyn Fn(&mut RecordedEvent)>;
+    let cases: Vec<(&str, Spoil)> = vec![
+        ("events[2].payload", Box::new(|e| e.payload = json("{oops"))),
+        (
+            "events[2].metadata",
+            Box::new(|e| e.metadata = json("{} {}")),
+        ),
+        ("events[2].id", Box::new(|e| e.id = "".into())),
+        (
+            "events[2].id",
+            Box::new(|e| e.id = "x".repeat(MAX_NAME_BYTES + 1).into()),
+        ),
+        (
+            "events[2].stream.id",
+            Box::new(|e| e.stream = StreamId::new("")),
+        ),
+        ("events[2].type", Box::new(|e| e.event_type = "a\0b".into())),
+        ("events[2].commit_id", Box::new(|e| e.commit_id = "".into())),
+    ];
+    for (field, spoil) in cases {
+        let mut bad = recorded("b", &StreamId::new("t"), 1, 3);
+        spoil(&mut bad);
+        let mut events = good();
+        events.push(bad);
+        expect_invalid(
+            store
+                .import_events(import_batch(events, OnConflict::Skip))
+                .await,
+            field,
+            "a batch with one bad event",
+        );
+    }
+    assert!(read_everything(store).await.is_empty(), "nothing imported");
+    let d = description(store).await;
+    assert_eq!((d.event_count, d.stream_count, d.head_position), (0, 0, 0));
+}
+
+/// Import, clear_events, clear_secrets and import_secrets are the maintenance path:
+/// they work while the store is frozen (and leave it frozen).
+pub async fn maintenance_operations_work_while_frozen(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    store.freeze().await.unwrap();
+    let s = StreamId::new("s");
+    let outcome = import_ok(
+        store,
+        import_batch(vec![recorded("e1", &s, 1, 1)], OnConflict::Error),
+    )
+    .await;
+    assert_eq!(outcome.head_position, 1, "import while frozen");
+    let secrets = store
+        .import_secrets(vec![secret_import(None, "k", Some("v"))], OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!(secrets.imported, 1, "secret import while frozen");
+    store.clear_events().await.unwrap();
+    store.clear_secrets().await.unwrap();
+    let d = description(store).await;
+    assert!(d.frozen, "still frozen");
+    assert_eq!((d.event_count, d.secret_count), (0, 0));
+    expect_kind(
+        store
+            .append_to_stream(&s, ExpectedVersion::Any, vec![event("T", "1")])
+            .await,
+        ErrorKind::Frozen,
+        "append while frozen after maintenance",
+    );
+}
+
+/// With `expected_head: Some(p)` the import commits only if the head is `p`, else
+/// `WrongExpectedHead { expected, actual }` and nothing is stored.
+pub async fn import_with_expected_head_requires_that_head(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(store, &s, ExpectedVersion::NoStream, vec![event("T", "1")]).await;
+    let t = StreamId::new("t");
+    let batch = |expected_head| ImportBatch {
+        events: vec![recorded("i1", &t, 1, 1)],
+        on_conflict: OnConflict::Error,
+        expected_head,
+    };
+    for wrong in [0, 2] {
+        match expect_kind(
+            store.import_events(batch(Some(wrong))).await,
+            ErrorKind::WrongExpectedHead,
+            "import with a wrong expected head",
+        ) {
+            Error::WrongExpectedHead { expected, actual } => {
+                assert_eq!((expected, actual), (wrong, 1))
+            }
+            other => panic!("not WrongExpectedHead: {other:?}"),
+        }
+    }
+    assert_eq!(read_everything(store).await.len(), 1, "nothing imported");
+    let ok = import_ok(store, batch(Some(1))).await;
+    assert_eq!((ok.imported, ok.head_position), (1, 2));
+    // An expected head is checked even when every event is skipped.
+    expect_kind(
+        store
+            .import_events(ImportBatch {
+                on_conflict: OnConflict::Skip,
+                ..batch(Some(1))
+            })
+            .await,
+        ErrorKind::WrongExpectedHead,
+        "expected head of an all-skipped batch",
+    );
+}
+
+/// Imported timestamps are kept as given, even going backwards; a timestamp the store
+/// assigns later is never below the newest event's.
+pub async fn import_keeps_timestamps_that_go_backwards(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let future = Timestamp::from_millis(Timestamp::now().as_millis() + 86_400_000);
+    let mut late = recorded("late", &s, 1, 0);
+    late.timestamp = future;
+    let early = recorded("early", &s, 2, 0);
+    import_ok(
+        store,
+        import_batch(vec![late, early.clone()], OnConflict::Error),
+    )
+    .await;
+    let all = read_everything(store).await;
+    assert_eq!(
+        (all[0].timestamp, all[1].timestamp),
+        (future, early.timestamp),
+        "imported timestamps kept"
+    );
+    let next = append_ok(store, &s, ExpectedVersion::Exact(2), vec![event("T", "1")]).await;
+    assert!(
+        next.events[0].timestamp >= early.timestamp,
+        "a store timestamp after an import is max(now, newest)"
+    );
+}
+
+/// `clear_events` deletes every event, stream, stream snapshot and dispatch mark;
+/// positions restart at 1; secrets, keyed snapshots and the freeze flag stay; appends
+/// and imports work afterwards.
+pub async fn clear_events_empties_the_events_and_keeps_secrets_and_keyed_snapshots(
+    store: &dyn EventStore,
+) {
+    assert_fresh(store).await;
+    let fixture = seed_fixture(store).await;
+    store.mark_dispatched(&fixture[0].id).await.unwrap();
+    store.mark_dispatched(&fixture[3].id).await.unwrap();
+    let o1 = fixture_stream(0);
+    store
+        .save_stream_snapshot(NewStreamSnapshot::new(o1.clone(), 1, json("{}")))
+        .await
+        .unwrap();
+    store.save_snapshot("k", "content").await.unwrap();
+    store.set_secret("user-1", "key-1").await.unwrap();
+    store.set_secret("user-2", "key-2").await.unwrap();
+    store.delete_secret("user-2").await.unwrap();
+
+    store.clear_events().await.unwrap();
+    let d = description(store).await;
+    assert_eq!(
+        (
+            d.event_count,
+            d.stream_count,
+            d.head_position,
+            d.last_event_timestamp
+        ),
+        (0, 0, 0, None),
+        "describe after clear_events"
+    );
+    assert_eq!(
+        (d.secret_count, d.set_secret_count, d.deleted_secret_count),
+        (2, 1, 1),
+        "secrets kept"
+    );
+    assert!(read_everything(store).await.is_empty(), "no events left");
+    assert!(
+        store.stream_info(&o1).await.unwrap().is_none(),
+        "no stream left"
+    );
+    assert!(
+        stream_events(store, &o1, StreamRead::all())
+            .await
+            .is_empty(),
+        "no stream events left"
+    );
+    assert!(
+        store
+            .list_streams(ListStreams::default())
+            .await
+            .unwrap()
+            .streams
+            .is_empty(),
+        "no stream listed"
+    );
+    assert!(
+        store
+            .latest_stream_snapshot(&o1, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "stream snapshots gone"
+    );
+    assert_eq!(
+        store.load_snapshot("k").await.unwrap().map(|s| s.content),
+        Some("content".to_owned()),
+        "keyed snapshot kept"
+    );
+    assert_eq!(
+        store
+            .get_secret("user-1")
+            .await
+            .unwrap()
+            .and_then(|s| s.secret),
+        Some("key-1".to_owned()),
+        "secret kept"
+    );
+    expect_kind(
+        store.mark_dispatched(&fixture[0].id).await,
+        ErrorKind::NotFound,
+        "mark_dispatched of a cleared event",
+    );
+
+    // Positions restart at 1; old ids and versions are free again; no dispatch mark
+    // survives.
+    let again = append_ok(
+        store,
+        &o1,
+        ExpectedVersion::NoStream,
+        vec![
+            event("T", "1").with_id(fixture[0].id.to_string()),
+            event("T", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(positions(&again.events), vec![1, 2]);
+    assert_eq!(versions(&again.events), vec![1, 2]);
+    assert!(
+        read_everything(store).await.iter().all(|e| !e.dispatched),
+        "no dispatch mark survives clear_events"
+    );
+    assert_eq!(
+        store
+            .stream_info(&o1)
+            .await
+            .unwrap()
+            .map(|i| i.first_position),
+        Some(1)
+    );
+    let imported = import_ok(
+        store,
+        import_batch(
+            vec![recorded(&fixture[3].id, &fixture_stream(3), 7, 1)],
+            OnConflict::Error,
+        ),
+    )
+    .await;
+    assert_eq!(imported.head_position, 3, "import after clear_events");
+    let d = description(store).await;
+    assert_eq!((d.event_count, d.stream_count, d.head_position), (3, 1, 3));
+    // Clearing an empty store is fine too.
+    store.clear_events().await.unwrap();
+    store.clear_events().await.unwrap();
+    assert!(read_everything(store).await.is_empty());
+}
+
+/// `clear_secrets` deletes every secret and tombstone; idx restarts at 0 and ids
+/// become usable again; events are untouched.
+pub async fn clear_secrets_erases_every_secret_and_idx_restarts_at_zero(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(store, &s, ExpectedVersion::NoStream, vec![event("T", "1")]).await;
+    store.set_secret("a", "1").await.unwrap();
+    store.set_secret("b", "2").await.unwrap();
+    store.delete_secret("a").await.unwrap();
+    store.clear_secrets().await.unwrap();
+    let d = description(store).await;
+    assert_eq!(
+        (
+            d.secret_count,
+            d.set_secret_count,
+            d.deleted_secret_count,
+            d.event_count
+        ),
+        (0, 0, 0, 1),
+        "describe after clear_secrets"
+    );
+    assert!(store.get_secret("a").await.unwrap().is_none());
+    assert!(store
+        .list_secrets(SecretQuery {
+            include_deleted: true,
+            ..SecretQuery::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+    let a = store.set_secret("a", "again").await.unwrap();
+    assert_eq!(
+        (a.idx, a.secret.as_deref()),
+        (0, Some("again")),
+        "idx restarts"
+    );
+    assert_eq!(store.set_secret("c", "3").await.unwrap().idx, 1);
+}
+
+/// `import_secrets` keeps idx and tombstones; a secret without idx gets the next one;
+/// afterwards the next idx is the greatest + 1.
+pub async fn import_secrets_keeps_idx_and_tombstones(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    store.set_secret("first", "0").await.unwrap();
+    let outcome = store
+        .import_secrets(
+            vec![
+                secret_import(Some(3), "three", Some("k3")),
+                secret_import(Some(1), "gone", None),
+                secret_import(None, "next", Some("k4")),
+            ],
+            OnConflict::Error,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.imported, outcome.skipped, outcome.head_position),
+        (3, 0, 0)
+    );
+    let all = store
+        .list_secrets(SecretQuery {
+            include_deleted: true,
+            ..SecretQuery::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<(u64, &str, Option<&str>)> = all
+        .iter()
+        .map(|s| (s.idx, s.id.as_str(), s.secret.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "first", Some("0")),
+            (1, "gone", None),
+            (3, "three", Some("k3")),
+            (4, "next", Some("k4")),
+        ],
+        "secrets after the import"
+    );
+    let live = store.list_secrets(SecretQuery::default()).await.unwrap();
+    assert_eq!(
+        live.len(),
+        3,
+        "the tombstone is only listed with include_deleted"
+    );
+    assert_eq!(
+        store
+            .get_secret("gone")
+            .await
+            .unwrap()
+            .map(|s| (s.idx, s.secret)),
+        Some((1, None))
+    );
+    expect_kind(
+        store.set_secret("gone", "x").await,
+        ErrorKind::SecretAlreadyExists,
+        "an imported tombstone's id is never reused",
+    );
+    let d = description(store).await;
+    assert_eq!(
+        (d.set_secret_count, d.deleted_secret_count),
+        (3, 1),
+        "describe counts imported secrets and tombstones"
+    );
+    assert_eq!(
+        store.set_secret("later", "5").await.unwrap().idx,
+        5,
+        "the next idx is the greatest + 1"
+    );
+    let from = store
+        .list_secrets(SecretQuery {
+            from_idx: 2,
+            ..SecretQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        from.iter().map(|s| s.idx).collect::<Vec<_>>(),
+        vec![3, 4, 5],
+        "from_idx over a gap"
+    );
+}
+
+/// A secret whose id is present, or whose idx is used, is skipped with `Skip` and
+/// refuses the whole batch with `SecretAlreadyExists` with `Error`; duplicates inside
+/// one batch are `InvalidInput`.
+pub async fn import_secrets_conflicts_are_skipped_or_secret_already_exists(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    store.set_secret("a", "1").await.unwrap();
+    for conflict in [
+        secret_import(None, "a", Some("x")),
+        secret_import(Some(0), "new", Some("x")),
+    ] {
+        let err = store
+            .import_secrets(
+                vec![secret_import(Some(7), "fresh", Some("f")), conflict.clone()],
+                OnConflict::Error,
+            )
+            .await;
+        match expect_kind(
+            err,
+            ErrorKind::SecretAlreadyExists,
+            "secret import conflict",
+        ) {
+            Error::SecretAlreadyExists { id } => assert_eq!(id, conflict.id),
+            other => panic!("not SecretAlreadyExists: {other:?}"),
+        }
+        assert!(
+            store.get_secret("fresh").await.unwrap().is_none(),
+            "a refused secret import stores nothing"
+        );
+    }
+    let outcome = store
+        .import_secrets(
+            vec![
+                secret_import(None, "a", Some("x")),
+                secret_import(Some(0), "new", Some("x")),
+                secret_import(Some(2), "b", Some("2")),
+            ],
+            OnConflict::Skip,
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.imported, outcome.skipped), (1, 2));
+    assert_eq!(
+        store.get_secret("a").await.unwrap().and_then(|s| s.secret),
+        Some("1".to_owned()),
+        "the stored secret stays"
+    );
+    expect_invalid(
+        store
+            .import_secrets(
+                vec![
+                    secret_import(None, "c", None),
+                    secret_import(None, "c", None),
+                ],
+                OnConflict::Skip,
+            )
+            .await,
+        "secrets[1].id",
+        "one secret id twice in a batch",
+    );
+    expect_invalid(
+        store
+            .import_secrets(
+                vec![
+                    secret_import(Some(9), "c", None),
+                    secret_import(Some(9), "d", None),
+                ],
+                OnConflict::Skip,
+            )
+            .await,
+        "secrets[1].idx",
+        "one idx twice in a batch",
+    );
+    expect_invalid(
+        store
+            .import_secrets(vec![secret_import(None, "", None)], OnConflict::Error)
+            .await,
+        "secrets[0].id",
+        "an empty secret id",
+    );
 }

@@ -197,6 +197,20 @@ macro_rules! conformance_suite {
             ref close_ends_live_subscription,
             arc close_during_appends_fails_them_cleanly,
             ref drop_store_erases_data_and_closes,
+            ref import_keeps_every_field_and_assigns_positions_after_the_head,
+            ref import_of_an_export_into_an_empty_store_reproduces_it,
+            ref import_of_a_stored_stream_version_is_skipped_or_a_version_conflict,
+            ref import_of_a_stored_id_is_skipped_or_duplicate_event_id,
+            ref import_below_a_streams_current_version_is_invalid_input,
+            ref import_duplicates_inside_one_batch_are_invalid_input,
+            ref import_with_one_bad_event_stores_nothing,
+            ref maintenance_operations_work_while_frozen,
+            ref import_with_expected_head_requires_that_head,
+            ref import_keeps_timestamps_that_go_backwards,
+            ref clear_events_empties_the_events_and_keeps_secrets_and_keyed_snapshots,
+            ref clear_secrets_erases_every_secret_and_idx_restarts_at_zero,
+            ref import_secrets_keeps_idx_and_tombstones,
+            ref import_secrets_conflicts_are_skipped_or_secret_already_exists,
         }
     };
 }

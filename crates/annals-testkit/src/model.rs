@@ -16,10 +16,10 @@ use std::fmt::Debug;
 use std::future::Future;
 
 use annals_core::{
-    AppendRequest, Cursor, EventFilter, EventStore, ExpectedVersion, Json, KeyedSnapshot,
-    ListStreams, MemoryStore, NewStreamSnapshot, ProposedEvent, ReadAll, ReadAllPage, ReadFrom,
-    Result, SecretQuery, StoreDescription, StreamId, StreamPage, StreamPageToken, StreamRead,
-    StreamWrite, Timestamp,
+    AppendRequest, Cursor, EventFilter, EventStore, ExpectedVersion, ImportBatch, Json,
+    KeyedSnapshot, ListStreams, MemoryStore, NewStreamSnapshot, OnConflict, ProposedEvent, ReadAll,
+    ReadAllPage, ReadFrom, RecordedEvent, Result, SecretImport, SecretQuery, StoreDescription,
+    StreamId, StreamPage, StreamPageToken, StreamRead, StreamWrite, Timestamp,
 };
 use proptest::collection::vec;
 use proptest::option::weighted;
@@ -134,6 +134,71 @@ enum Op {
     /// Marks one of the stored events dispatched (when there is one).
     MarkStoredDispatched(Index),
     Describe,
+    Import(ImportBatch),
+    ClearEvents,
+    ImportSecrets(Vec<SecretImport>, OnConflict),
+    ClearSecrets,
+}
+
+fn on_conflict() -> impl Strategy<Value = OnConflict> {
+    prop_oneof![Just(OnConflict::Error), Just(OnConflict::Skip)]
+}
+
+/// Events as another store recorded them: ids from the narrow pool (so they meet stored
+/// ids), small versions (so they meet stored versions and back-fills), content a
+/// function of the id (as in appends).
+fn import_batch() -> impl Strategy<Value = ImportBatch> {
+    let event = (
+        prop_oneof![2 => 0..NARROW_IDS * 2, 1 => 0..WIDE_IDS],
+        0..STREAMS.len(),
+        1u64..10,
+        any::<bool>(),
+        prop_oneof![30 => Just(Body::Plain), 1 => Just(Body::NotJson)],
+    );
+    (
+        vec(event, 0..=5),
+        on_conflict(),
+        weighted(0.2, 0u64..15),
+        0u32..100,
+    )
+        .prop_map(|(events, on_conflict, expected_head, commit)| ImportBatch {
+            events: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, (id, s, version, dispatched, body))| {
+                    let p = proposed(id, body, Some(version));
+                    RecordedEvent {
+                        position: 0,
+                        id: p.id.unwrap_or_default().into(),
+                        stream: stream(s),
+                        version,
+                        event_type: p.event_type.into(),
+                        timestamp: p.timestamp.unwrap_or(at(0)),
+                        payload: p.payload,
+                        metadata: p.metadata,
+                        commit_id: format!("i-{commit}").into(),
+                        commit_sequence: i as u32,
+                        dispatched,
+                    }
+                })
+                .collect(),
+            on_conflict,
+            expected_head,
+        })
+}
+
+fn secret_imports() -> impl Strategy<Value = Vec<SecretImport>> {
+    let secret = (
+        weighted(0.6, 0u64..8),
+        select(SECRET_IDS),
+        weighted(0.7, select(SECRET_VALUES)),
+    )
+        .prop_map(|(idx, id, secret)| SecretImport {
+            idx,
+            id: id.to_owned(),
+            secret: secret.map(str::to_owned),
+        });
+    vec(secret, 0..=3)
 }
 
 fn expected_version() -> impl Strategy<Value = ExpectedVersion> {
@@ -411,6 +476,10 @@ fn op() -> BoxedStrategy<Op> {
         1 => event_id.prop_map(Op::MarkDispatched),
         3 => any::<Index>().prop_map(Op::MarkStoredDispatched),
         1 => Just(Op::Describe),
+        3 => import_batch().prop_map(Op::Import),
+        1 => Just(Op::ClearEvents),
+        1 => (secret_imports(), on_conflict()).prop_map(|(s, c)| Op::ImportSecrets(s, c)),
+        1 => Just(Op::ClearSecrets),
     ]
     .boxed()
 }
@@ -523,6 +592,12 @@ async fn apply(b: &dyn EventStore, r: &dyn EventStore, op: &Op) -> Result<(), St
         Op::ListSecrets(q) => compare!(b, r, |s| s.list_secrets(q.clone()).await),
         Op::MarkDispatched(id) => compare!(b, r, |s| s.mark_dispatched(id).await),
         Op::Describe => compare!(b, r, |s| s.describe().await.map(described)),
+        Op::Import(batch) => compare!(b, r, |s| s.import_events(batch.clone()).await),
+        Op::ClearEvents => compare!(b, r, |s| s.clear_events().await),
+        Op::ImportSecrets(secrets, c) => {
+            compare!(b, r, |s| s.import_secrets(secrets.clone(), *c).await)
+        }
+        Op::ClearSecrets => compare!(b, r, |s| s.clear_secrets().await),
     }
 }
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Direction, Error, EventStore, EventStream,
-    KeyedSnapshot, ListStreams, MemoryStore, NewStreamSnapshot, ReadAll, ReadAllPage,
-    RecordedEvent, Result, Secret, SecretQuery, StoreDescription, StreamId, StreamInfo, StreamPage,
-    StreamRead, StreamSnapshot, Subscribe, Version,
+    ImportBatch, ImportOutcome, KeyedSnapshot, ListStreams, MemoryStore, NewStreamSnapshot,
+    OnConflict, ReadAll, ReadAllPage, RecordedEvent, Result, Secret, SecretImport, SecretQuery,
+    StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe,
+    Version,
 };
 use annals_testkit::TestStore;
 
@@ -110,6 +111,22 @@ impl EventStore for Buggy {
     }
     async fn drop_store(&self) -> Result<()> {
         self.inner.drop_store().await
+    }
+    async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome> {
+        self.inner.import_events(batch).await
+    }
+    async fn clear_events(&self) -> Result<()> {
+        self.inner.clear_events().await
+    }
+    async fn clear_secrets(&self) -> Result<()> {
+        self.inner.clear_secrets().await
+    }
+    async fn import_secrets(
+        &self,
+        secrets: Vec<SecretImport>,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome> {
+        self.inner.import_secrets(secrets, on_conflict).await
     }
 }
 

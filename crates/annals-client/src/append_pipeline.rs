@@ -1,0 +1,280 @@
+//! Client-side group commit: concurrent appends on one [`crate::HttpStore`] travel together.
+//!
+//! An append that finds fewer than `max_in_flight` append requests on the wire goes out at
+//! once, alone, as `POST /events`. One that finds them all busy waits in a queue; when a
+//! request comes back, everything queued by then leaves as one `POST /events/batch`. Each
+//! append keeps its own atomicity, expectation and result: the batch only shares the trip
+//! (and, on a backend with group commit, the sync). Under load this turns N round trips into
+//! one; a lone writer sees no difference.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use reqwest::RequestBuilder;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use annals_core::{AppendResult, Result};
+
+use crate::error;
+use crate::wire;
+
+/// The most appends one batch request carries.
+const MAX_APPENDS_PER_BATCH: usize = 256;
+/// The most body bytes one batch request carries (the server accepts 16 MiB).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The shared queue of one [`crate::HttpStore`].
+pub(crate) struct AppendPipeline {
+    http: reqwest::Client,
+    single_url: String,
+    batch_url: String,
+    token: Option<String>,
+    max_in_flight: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Pending>,
+    in_flight: usize,
+}
+
+struct Pending {
+    body: Vec<u8>,
+    reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+/// Holds one in-flight slot; gives it back (or hands the queue to a drain task) when
+/// dropped, so a cancelled append never strands the appends queued behind it.
+struct Slot(Arc<AppendPipeline>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.0.keep_slot_for_queue() {
+            spawn_drain(Arc::clone(&self.0));
+        }
+    }
+}
+
+fn spawn_drain(pipeline: Arc<AppendPipeline>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(pipeline.drain());
+        }
+        // No runtime (the store is dropped outside one): nobody can send; the queued
+        // appends learn it from their dropped reply channels.
+        Err(_) => pipeline.abandon_queue(),
+    }
+}
+
+#[derive(Deserialize)]
+struct BatchOut<'a> {
+    #[serde(borrow)]
+    results: Vec<OutcomeIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OutcomeIn<'a> {
+    status: u16,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+impl AppendPipeline {
+    /// A pipeline for the store at `store_url`; `max_in_flight` of 0 is taken as 1.
+    pub(crate) fn new(
+        http: reqwest::Client,
+        store_url: &str,
+        token: Option<String>,
+        max_in_flight: usize,
+    ) -> Self {
+        AppendPipeline {
+            http,
+            single_url: format!("{store_url}/events"),
+            batch_url: format!("{store_url}/events/batch"),
+            token,
+            max_in_flight: max_in_flight.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a queue and a counter, consistent after every statement.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn post(&self, url: &str, body: Vec<u8>) -> RequestBuilder {
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    }
+
+    /// Appends the JSON body of one `POST /events`.
+    pub(crate) async fn append(self: &Arc<Self>, body: Vec<u8>) -> Result<AppendResult> {
+        let answer = {
+            let mut state = self.lock();
+            if state.in_flight < self.max_in_flight && state.queue.is_empty() {
+                state.in_flight += 1;
+                Err(body)
+            } else {
+                let (reply, answer) = oneshot::channel();
+                state.queue.push_back(Pending { body, reply });
+                Ok((answer, state.take_slot(self.max_in_flight)))
+            }
+        };
+        match answer {
+            Ok((answer, start_drain)) => {
+                if start_drain {
+                    spawn_drain(Arc::clone(self));
+                }
+                answer
+                    .await
+                    .map_err(|_| error::connection("the append was abandoned before it was sent"))?
+            }
+            // Nothing queued and a slot free: this append goes out alone, at once.
+            Err(body) => {
+                let _slot = Slot(Arc::clone(self));
+                self.send_single(body).await
+            }
+        }
+    }
+
+    /// Called when a slot's request is done: `true` when the slot stays taken because
+    /// appends are queued (the caller starts a drain task for them).
+    fn keep_slot_for_queue(&self) -> bool {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            state.in_flight -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Fails every queued append (their reply channels close).
+    fn abandon_queue(&self) {
+        let mut state = self.lock();
+        state.queue.clear();
+        state.in_flight -= 1;
+    }
+
+    /// The next batch, or `None` (and the slot given back) when the queue is empty.
+    fn next_batch(&self) -> Option<Vec<Pending>> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            state.in_flight -= 1;
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = state.queue.front() {
+            let fits = batch.is_empty()
+                || (batch.len() < MAX_APPENDS_PER_BATCH
+                    && bytes + next.body.len() < MAX_BATCH_BYTES);
+            if !fits {
+                break;
+            }
+            bytes += next.body.len() + 1;
+            if let Some(p) = state.queue.pop_front() {
+                batch.push(p);
+            }
+        }
+        Some(batch)
+    }
+
+    /// Sends queued appends until the queue is empty, then gives the slot back.
+    async fn drain(self: Arc<Self>) {
+        // Before each batch, let the writers just woken by the previous answers run: they
+        // usually append again at once, and should make this trip rather than the next.
+        tokio::task::yield_now().await;
+        while let Some(mut batch) = self.next_batch() {
+            if batch.len() == 1 {
+                if let Some(p) = batch.pop() {
+                    let result = self.send_single(p.body).await;
+                    let _ = p.reply.send(result);
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let mut body =
+                Vec::with_capacity(batch.iter().map(|p| p.body.len() + 1).sum::<usize>() + 16);
+            body.extend_from_slice(b"{\"appends\":[");
+            for (n, p) in batch.iter().enumerate() {
+                if n > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&p.body);
+            }
+            body.extend_from_slice(b"]}");
+            match self.send_batch(body, batch.len()).await {
+                Ok(results) => {
+                    for (p, result) in batch.into_iter().zip(results) {
+                        let _ = p.reply.send(result);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    // One failure for the whole trip: every append in it gets the same
+                    // error (rebuilt per append, since errors are not `Clone`).
+                    let message = e.to_string();
+                    for p in batch {
+                        let _ = p.reply.send(Err(error::connection(&message)));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_single(&self, body: Vec<u8>) -> Result<AppendResult> {
+        let out: wire::AppendOut =
+            crate::body(crate::send(self.post(&self.single_url, body)).await?).await?;
+        Ok(wire::append_result(out))
+    }
+
+    /// One result per append, in order.
+    async fn send_batch(&self, body: Vec<u8>, appends: usize) -> Result<Vec<Result<AppendResult>>> {
+        let response = crate::send(self.post(&self.batch_url, body)).await?;
+        let bytes = response.bytes().await.map_err(error::connection)?;
+        let out: BatchOut<'_> = serde_json::from_slice(&bytes)
+            .map_err(|e| error::connection(format!("unreadable batch answer: {e}")))?;
+        if out.results.len() != appends {
+            return Err(error::connection(format!(
+                "the batch answer has {} results for {appends} appends",
+                out.results.len()
+            )));
+        }
+        Ok(out
+            .results
+            .into_iter()
+            .map(|r| {
+                if (200..300).contains(&r.status) {
+                    serde_json::from_str::<wire::AppendOut>(r.body.get())
+                        .map(wire::append_result)
+                        .map_err(|e| error::connection(format!("unreadable append answer: {e}")))
+                } else {
+                    Err(error::from_body(r.status, r.body.get().as_bytes()))
+                }
+            })
+            .collect())
+    }
+}
+
+impl State {
+    /// Takes an in-flight slot for a drain task when one is free.
+    fn take_slot(&mut self, max_in_flight: usize) -> bool {
+        if self.in_flight < max_in_flight {
+            self.in_flight += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
