@@ -60,6 +60,8 @@ enum WorkloadChoice {
     W6,
     /// The machine's fsync ceiling, without a store.
     Fsync,
+    /// Projector catch-up with a no-op handler (not part of `all`).
+    Projector,
     /// Raw PostgreSQL single-row INSERT per commit, one client (feature `postgres`).
     PgInsert1,
     /// Raw PostgreSQL single-row INSERT per commit, eight clients (feature `postgres`).
@@ -79,6 +81,7 @@ impl WorkloadChoice {
             WorkloadChoice::W5 => vec![Workload::W5],
             WorkloadChoice::W6 => vec![Workload::W6],
             WorkloadChoice::Fsync => vec![Workload::Fsync],
+            WorkloadChoice::Projector => vec![Workload::Projector],
             WorkloadChoice::PgInsert1 => vec![Workload::PgInsert1],
             WorkloadChoice::PgInsert8 => vec![Workload::PgInsert8],
             WorkloadChoice::All if backend == Backend::Postgres => {

@@ -44,6 +44,8 @@ const W6_EVENTS: u64 = 2_000;
 const W6_PAUSE: Duration = Duration::from_micros(200);
 /// w6: how long the subscriber may lag behind the last append before the run fails.
 const W6_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// projector: events prepared, then projected by a no-op handler from position 0.
+const PROJECTOR_EVENTS: u64 = 200_000;
 /// fsync: how long the loop runs when `--events` is not given.
 const FSYNC_DURATION: Duration = Duration::from_secs(2);
 /// fsync: bytes written before each sync.
@@ -70,6 +72,8 @@ pub enum Workload {
     W6,
     /// 4 KiB write plus `sync_data` in a loop: the machine's fsync ceiling.
     Fsync,
+    /// Catch-up of a projector with a no-op handler over a prepared store.
+    Projector,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, one client.
     PgInsert1,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, eight clients.
@@ -101,6 +105,7 @@ impl Workload {
             Workload::W5 => "w5",
             Workload::W6 => "w6",
             Workload::Fsync => "fsync",
+            Workload::Projector => "projector",
             Workload::PgInsert1 => "pg-insert-1",
             Workload::PgInsert8 => "pg-insert-8",
         }
@@ -143,6 +148,9 @@ impl Workload {
                 Workload::W4 => w4(&store, events.unwrap_or(W4_EVENTS)).await?,
                 Workload::W5 => w5(&store, events.unwrap_or(W5_EVENTS)).await?,
                 Workload::W6 => w6(&store, events.unwrap_or(W6_EVENTS)).await?,
+                Workload::Projector => {
+                    projector(&store, events.unwrap_or(PROJECTOR_EVENTS)).await?
+                }
                 Workload::Fsync | Workload::PgInsert1 | Workload::PgInsert8 => {
                     unreachable!("handled above")
                 }
@@ -409,6 +417,58 @@ async fn w6(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
     })
 }
 
+/// projector: a projector with a no-op handler catches up from position 0 over a
+/// prepared store of `events` events (spread like w5's); one latency sample per
+/// checkpoint (one page of the projector's default batch size).
+async fn projector(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Measured> {
+    use annals_projector::{projection_fn, BoxError, ProjectionState, Projector};
+
+    let batches = events.div_ceil(BATCH);
+    let per_stream = shares(batches, W5_STREAMS).filter(|b| *b > 0);
+    let mut remaining = events;
+    for (n, stream_batches) in per_stream.enumerate() {
+        let size = (stream_batches * BATCH).min(remaining);
+        prepare(store, &account(n as u64), size, remaining).await?;
+        remaining -= size;
+    }
+    let projector = Projector::new(store.clone());
+    projector
+        .add(
+            "bench",
+            projection_fn(|_| std::future::ready(Ok::<(), BoxError>(()))),
+        )
+        .await?;
+    let mut status = projector.watch("bench").await?;
+    let mut latencies = Latencies::default();
+    let started = Instant::now();
+    projector.start().await?;
+    let mut last = started;
+    let mut checkpoint = 0;
+    while checkpoint < events {
+        status.changed().await?;
+        let now = status.borrow_and_update().clone();
+        if now.state == ProjectionState::Failed {
+            return Err(format!("projector: the projection failed: {:?}", now.last_error).into());
+        }
+        if now.checkpoint > checkpoint {
+            checkpoint = now.checkpoint;
+            let at = Instant::now();
+            latencies.record(at - last);
+            last = at;
+        }
+    }
+    let elapsed = started.elapsed();
+    projector.shutdown().await;
+    check(checkpoint == events, || {
+        format!("projector: checkpoint {checkpoint}, {events} events were written")
+    })?;
+    Ok(Measured {
+        events,
+        elapsed,
+        latencies,
+    })
+}
+
 /// Writes 4 KiB and syncs, in a loop: `syncs` times, or for [`FSYNC_DURATION`].
 fn fsync(dir: &Path, syncs: Option<u64>) -> BenchResult<Measured> {
     let mut file = OpenOptions::new()
@@ -468,6 +528,17 @@ mod tests {
             assert_eq!(report.workload, workload.name());
             assert!(report.events > 0, "{report:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_projector_workload_runs_small_on_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = Workload::Projector
+            .run(Backend::Memory, dir.path(), Some(3_000))
+            .await
+            .unwrap();
+        assert_eq!(report.workload, "projector");
+        assert_eq!(report.events, 3_000);
     }
 
     #[cfg(feature = "http")]

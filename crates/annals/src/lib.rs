@@ -44,6 +44,9 @@ pub use annals_core::*;
 #[cfg(feature = "embedded")]
 pub use annals_embedded as embedded;
 
+/// The projector (checkpointed projections) and the publisher (outbox), over any store.
+pub use annals_projector::{projector, publisher};
+
 /// The README's code compiles (checked as a doctest).
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
