@@ -168,6 +168,7 @@ impl Server {
                         source,
                     }
                 })?;
+                registry::remove_leftover_trash(&config.data_dir);
                 registry::Backing::Embedded {
                     dir: config.data_dir.clone(),
                     options: config.embedded,

@@ -247,6 +247,189 @@ fn path_parameters(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A query parameter: name, JSON schema type, and whether it may repeat.
+type Query = (&'static str, &'static str, bool);
+
+/// The filters `GET /events` and `/subscribe` share.
+const EVENT_FILTER: &[Query] = &[
+    ("aggregateId", "string", true),
+    ("aggregate", "string", false),
+    ("context", "string", false),
+    ("type", "string", true),
+    ("minVersion", "integer", false),
+    ("maxVersion", "integer", false),
+    ("fromTimestamp", "string", false),
+    ("toTimestamp", "string", false),
+    ("dispatched", "boolean", false),
+];
+
+/// The parameters naming one stream.
+const STREAM: &[Query] = &[
+    ("aggregateId", "string", false),
+    ("aggregate", "string", false),
+    ("context", "string", false),
+];
+
+/// The query parameters of an operation (beyond the shared ones it lists).
+fn query_parameters(id: &str) -> Vec<Query> {
+    let mut q: Vec<Query> = Vec::new();
+    match id {
+        "readEvents" => {
+            q.extend_from_slice(EVENT_FILTER);
+            q.extend_from_slice(&[
+                ("afterPosition", "integer", false),
+                ("cursor", "string", false),
+                ("reverse", "boolean", false),
+                ("skip", "integer", false),
+                ("limit", "integer", false),
+            ]);
+        }
+        "subscribe" => {
+            q.extend_from_slice(EVENT_FILTER);
+            q.push(("afterPosition", "integer", false));
+        }
+        "exportEvents" => q.extend_from_slice(&[
+            ("afterPosition", "integer", false),
+            ("limit", "integer", false),
+        ]),
+        "importEvents" => q.extend_from_slice(&[
+            ("onConflict", "string", false),
+            ("batchSize", "integer", false),
+            ("expectedHead", "integer", false),
+            ("maintenanceMode", "string", false),
+        ]),
+        "importSecrets" => q.extend_from_slice(&[
+            ("onConflict", "string", false),
+            ("maintenanceMode", "string", false),
+        ]),
+        "listStreams" => q.extend_from_slice(&[
+            ("aggregate", "string", false),
+            ("context", "string", false),
+            ("createdAfter", "string", false),
+            ("createdBefore", "string", false),
+            ("reverse", "boolean", false),
+            ("limit", "integer", false),
+            ("startAfter", "string", false),
+            ("pageToken", "string", false),
+        ]),
+        "streamInfo" => q.extend_from_slice(STREAM),
+        "readStream" => {
+            q.extend_from_slice(STREAM);
+            q.extend_from_slice(&[
+                ("fromVersion", "integer", false),
+                ("toVersion", "integer", false),
+                ("reverse", "boolean", false),
+                ("limit", "integer", false),
+            ]);
+        }
+        "latestStreamSnapshot" => {
+            q.extend_from_slice(STREAM);
+            q.push(("maxStreamVersion", "integer", false));
+        }
+        "pruneStreamSnapshots" => {
+            q.extend_from_slice(STREAM);
+            q.push(("keep", "integer", false));
+        }
+        "listSecrets" => q.extend_from_slice(&[
+            ("fromIdx", "integer", false),
+            ("skip", "integer", false),
+            ("limit", "integer", false),
+            ("id", "string", true),
+            ("includeDeleted", "boolean", false),
+        ]),
+        _ => {}
+    }
+    q
+}
+
+fn query_parameter((name, kind, repeats): Query) -> Value {
+    let schema = if repeats {
+        json!({"type": "array", "items": {"type": kind}})
+    } else {
+        json!({"type": kind})
+    };
+    json!({"name": name, "in": "query", "required": false, "schema": schema})
+}
+
+/// One proposed event, as `POST /events` takes it.
+fn event_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["aggregateId"],
+        "properties": {
+            "id": {"type": "string"},
+            "aggregateId": {"type": "string"},
+            "aggregate": {"type": ["string", "null"]},
+            "context": {"type": ["string", "null"]},
+            "version": {"type": "integer", "minimum": 1},
+            "type": {"type": "string"},
+            "timestamp": {"type": "string"},
+            "payload": {},
+            "metadata": {"type": "object"}
+        }
+    })
+}
+
+fn expected_version_schema() -> Value {
+    json!({"oneOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "enum": ["any", "exists", "noStream"]}
+    ]})
+}
+
+fn append_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "commitId": {"type": "string"},
+            "expectedVersion": expected_version_schema(),
+            "events": {"type": "array", "items": event_schema()}
+        }
+    })
+}
+
+/// The request body of an operation, when it takes one.
+fn request_body(id: &str) -> Option<Value> {
+    let json_body = |schema: Value| json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    let ndjson = || json!({"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}});
+    Some(match id {
+        "append" => json_body(append_schema()),
+        "appendBatch" => json_body(json!({
+            "type": "object",
+            "required": ["appends"],
+            "properties": {"appends": {"type": "array", "items": append_schema()}}
+        })),
+        "importEvents" | "importSecrets" => ndjson(),
+        "saveStreamSnapshot" => json_body(json!({
+            "type": "object",
+            "required": ["aggregateId", "streamVersion", "data"],
+            "properties": {
+                "id": {"type": "string"},
+                "aggregateId": {"type": "string"},
+                "aggregate": {"type": ["string", "null"]},
+                "context": {"type": ["string", "null"]},
+                "streamVersion": {"type": "integer", "minimum": 0},
+                "snapshotVersion": {"type": "integer", "minimum": 0},
+                "timestamp": {"type": "string"},
+                "data": {}
+            }
+        })),
+        "saveSnapshot" => json_body(json!({
+            "type": "object",
+            "required": ["content"],
+            "properties": {"content": {"type": "string"}}
+        })),
+        // API.md's optional `events` (appended atomically with the secret) is not served
+        // yet: such a request is `501 unsupported`, so the document leaves it out.
+        "setSecret" => json_body(json!({
+            "type": "object",
+            "required": ["secret"],
+            "properties": {"secret": {"type": "string"}}
+        })),
+        _ => return None,
+    })
+}
+
 /// The OpenAPI 3.1 document.
 pub(crate) fn document() -> Value {
     let mut paths = Map::new();
@@ -262,16 +445,19 @@ pub(crate) fn document() -> Value {
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
             }),
         );
+        let mut parameters = path_parameters(o.path);
+        parameters.extend(query_parameters(o.id).into_iter().map(query_parameter));
+        let mut operation = json!({
+            "operationId": o.id,
+            "summary": o.summary,
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if let (Some(body), Some(fields)) = (request_body(o.id), operation.as_object_mut()) {
+            fields.insert("requestBody".into(), body);
+        }
         if let Some(methods) = entry.as_object_mut() {
-            methods.insert(
-                o.method.to_owned(),
-                json!({
-                    "operationId": o.id,
-                    "summary": o.summary,
-                    "parameters": path_parameters(o.path),
-                    "responses": responses,
-                }),
-            );
+            methods.insert(o.method.to_owned(), operation);
         }
     }
     json!({

@@ -39,6 +39,38 @@ pub(crate) struct Registry {
     pub(crate) metrics: crate::metrics::Metrics,
 }
 
+/// Removes a dropped store's renamed directory. The store's engine may still be finishing
+/// background work in it for a moment, so this retries; whatever is left is removed at the
+/// next start ([`remove_leftover_trash`]).
+async fn remove_trash(trash: &std::path::Path) {
+    for attempt in 0..20u64 {
+        match std::fs::remove_dir_all(trash) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == 19 => {
+                tracing::warn!(dir = %trash.display(), error = %e, "cannot remove a dropped store's files yet; they go at the next start");
+            }
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * (attempt + 1))).await
+            }
+        }
+    }
+}
+
+/// Removes what dropped stores left behind in `dir` (see [`remove_trash`]).
+pub(crate) fn remove_leftover_trash(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".dropped-") {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a dropped store's files");
+            }
+        }
+    }
+}
+
 /// Checks that `name` is usable as a store name (and so as a directory name).
 pub(crate) fn check_store_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
@@ -147,21 +179,38 @@ impl Registry {
     }
 
     /// Deletes a store (its directory, or its rows).
+    ///
+    /// An embedded store's directory is first renamed out of the way (under the registry
+    /// lock, so no request can open it again meanwhile), then closed and removed: requests
+    /// racing the drop see either the store or `store_not_found`, never a half-deleted
+    /// directory.
     pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
         let store = self.get(name).await?;
-        {
+        let trash = {
             let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+            let trash = match &self.backing {
+                Backing::Embedded { dir, .. } => {
+                    let trash = dir.join(format!(".dropped-{name}-{}", uuid::Uuid::now_v7()));
+                    std::fs::rename(dir.join(name), &trash)
+                        .map_err(|e| ApiError::from(Error::backend("server", e)))?;
+                    Some(trash)
+                }
+                Backing::Postgres(_) => None,
+            };
             stores.remove(name);
+            trash
+        };
+        match trash {
+            // The files are already out of the store's reach: closing is all that is left
+            // before they go.
+            Some(trash) => {
+                store.close().await?;
+                drop(store);
+                remove_trash(&trash).await;
+            }
+            None => store.drop_store().await?,
         }
-        store.drop_store().await?;
-        match &self.backing {
-            Backing::Embedded { dir, .. } => match std::fs::remove_dir_all(dir.join(name)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::backend("server", e).into()),
-            },
-            Backing::Postgres(_) => Ok(()),
-        }
+        Ok(())
     }
 
     /// Whether the server is shutting down (its stores close because of that).
