@@ -1,0 +1,45 @@
+//! The maintenance behaviour on PostgreSQL (`ANNALS_TEST_POSTGRES_URL`; skipped loudly
+//! when it is not set).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::*;
+
+fn backend() -> Option<Backend> {
+    match std::env::var("ANNALS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+        _ => {
+            eprintln!("SKIPPED: ANNALS_TEST_POSTGRES_URL is not set; the PostgreSQL maintenance tests did not run");
+            None
+        }
+    }
+}
+
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                if let Some(b) = backend() {
+                    support::$name(&b).await;
+                }
+            }
+        )*
+    };
+}
+
+on_postgres!(
+    export_then_import_reproduces_the_store,
+    export_resumes_from_its_cursor,
+    unterminated_last_line_is_left_for_the_next_run,
+    hostile_lines_stop_the_import_at_their_line,
+    conflicting_line_keeps_everything_before_it,
+    auto_mode_empties_freezes_and_unfreezes,
+    batches_keep_commits_whole,
+    incremental_import_appends_new_events_in_timestamp_order,
+    incremental_import_refuses_older_events_and_writes_nothing,
+    secrets_round_trip_with_idx_and_tombstones,
+    copy_is_lossless_and_verified,
+);

@@ -1,0 +1,821 @@
+//! The behaviour every backend must show, as functions over a store factory.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use annals_core::{
+    AppendRequest, ErrorKind, EventStore, ExpectedVersion, Json, NewStreamSnapshot, OnConflict,
+    ProposedEvent, ReadAll, RecordedEvent, StreamId, StreamRead, Timestamp,
+};
+use annals_maintenance::{
+    checksum, copy, export_events, export_secrets, import_events, import_secrets,
+    incremental_import, CopyOptions, ExportOptions, ImportOptions, ImportProgress, IncomingEvent,
+    IncrementalImport, MaintenanceMode, SecretsImportOptions,
+};
+
+/// Which backend a test runs on; each call of [`Backend::open`] gives a new empty store.
+pub enum Backend {
+    Memory,
+    Embedded(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn embedded() -> Self {
+        Backend::Embedded(tempfile::tempdir().unwrap())
+    }
+
+    pub async fn open(&self) -> Arc<dyn EventStore> {
+        match self {
+            Backend::Memory => Arc::new(annals_core::MemoryStore::new()),
+            Backend::Embedded(dir) => {
+                let path = dir.path().join(uuid_like());
+                Arc::new(annals_embedded::EmbeddedStore::open(path).unwrap())
+            }
+            Backend::Postgres(url) => Arc::new(
+                annals_postgres::PostgresStore::connect(url, &uuid_like())
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "s{}-{}-{}",
+        std::process::id(),
+        Timestamp::now().as_millis(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A store with several streams and commits, odd payloads (whitespace, line breaks,
+/// unicode, escapes), dispatched marks, a stream snapshot, secrets and a tombstone.
+pub async fn populate(store: &Arc<dyn EventStore>, commits: usize) {
+    let payloads = [
+        r#"{"amount":5}"#,
+        " {\"a\" :\n [1, 2]}\r\n",
+        r#""snow ☃ \" \\ \u0001""#,
+        "null",
+        "[\n]",
+        r#"{"nested":{"deep":[{"x":1.50e3}]}}"#,
+    ];
+    for c in 0..commits {
+        let stream = StreamId::new(format!("acc-{}", c % 7))
+            .with_aggregate(if c % 2 == 0 { "account" } else { "" })
+            .with_context(if c % 3 == 0 { "billing" } else { "" });
+        let n = 1 + c % 3;
+        let events = (0..n)
+            .map(|i| {
+                ProposedEvent::new(
+                    format!("T{i}"),
+                    Json::from_raw(payloads[(c + i) % payloads.len()]),
+                )
+                .with_metadata(Json::from_raw(format!(r#"{{"c":{c}}}"#)))
+                .with_timestamp(Timestamp::from_millis(1_600_000_000_000 + (c as i64) * 10))
+            })
+            .collect();
+        let mut request = AppendRequest::to_stream(stream, ExpectedVersion::Any, events);
+        if c % 4 == 0 {
+            request = request.with_commit_id(format!("commit-{c}"));
+        }
+        store.append(request).await.unwrap();
+    }
+    let page = store
+        .read_all(ReadAll::forward().limit(1_000_000))
+        .await
+        .unwrap();
+    for e in page.events.iter().step_by(5) {
+        store.mark_dispatched(&e.id).await.unwrap();
+    }
+    store
+        .save_stream_snapshot(NewStreamSnapshot::new(
+            StreamId::new("acc-1"),
+            1,
+            Json::from_raw(r#"{"b":1}"#),
+        ))
+        .await
+        .unwrap();
+    store.set_secret("user-1", "k1").await.unwrap();
+    store.set_secret("user-2", "k2").await.unwrap();
+    store.delete_secret("user-1").await.unwrap();
+}
+
+pub async fn all_events(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    store
+        .read_all(ReadAll::forward().limit(10_000_000))
+        .await
+        .unwrap()
+        .events
+}
+
+pub async fn export_all(store: &Arc<dyn EventStore>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let report = export_events(store, &mut out, ExportOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.end);
+    out
+}
+
+/// Events-only checksum comparison (secrets are not part of an events export).
+pub async fn same_events(a: &dyn EventStore, b: &dyn EventStore) {
+    let (ca, cb) = (checksum(a).await.unwrap(), checksum(b).await.unwrap());
+    assert_eq!(ca.events, cb.events);
+    assert_eq!(ca.events_sha256, cb.events_sha256);
+}
+
+pub async fn export_then_import_reproduces_the_store(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 40).await;
+    let file = export_all(&source).await;
+    let target = backend.open().await;
+    let mut batches = 0;
+    let done = import_events(
+        &target,
+        &file[..],
+        ImportOptions {
+            batch_size: 7,
+            ..ImportOptions::default()
+        },
+        |_| batches += 1,
+    )
+    .await
+    .unwrap();
+    assert!(batches > 1);
+    assert_eq!(done.byte_offset, file.len() as u64);
+    assert_eq!(done.unterminated, 0);
+    assert_eq!(done.imported, all_events(&*source).await.len() as u64);
+    assert_eq!(all_events(&*source).await, all_events(&*target).await);
+    same_events(&*source, &*target).await;
+    // Exporting the copy gives the same bytes.
+    assert_eq!(export_all(&target).await, file);
+}
+
+pub async fn export_resumes_from_its_cursor(backend: &Backend) {
+    let store = backend.open().await;
+    populate(&store, 30).await;
+    let whole = export_all(&store).await;
+    let mut pieces = Vec::new();
+    let mut options = ExportOptions {
+        limit: Some(11),
+        page_size: 4,
+        ..ExportOptions::default()
+    };
+    loop {
+        let report = export_events(&store, &mut pieces, options.clone(), |_| {})
+            .await
+            .unwrap();
+        if report.end {
+            break;
+        }
+        assert_eq!(report.lines, 11);
+        options = options.from_cursor(report.cursor);
+    }
+    assert_eq!(pieces, whole);
+    // Resuming from the position on the last kept line works the same.
+    let lines: Vec<&[u8]> = whole.split_inclusive(|&b| b == b'\n').collect();
+    let kept: serde_json::Value = serde_json::from_slice(lines[9]).unwrap();
+    let mut rest = Vec::new();
+    export_events(
+        &store,
+        &mut rest,
+        ExportOptions {
+            after: kept["position"].as_u64().unwrap(),
+            ..ExportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest, lines[10..].concat());
+}
+
+/// Imports `file` in pieces: each run sees the bytes from the reported offset up to the
+/// next cut, as a reader of a file that was being written (or a killed run) would.
+pub async fn import_in_pieces(
+    store: &Arc<dyn EventStore>,
+    file: &[u8],
+    cuts: &[usize],
+    batch: usize,
+) -> ImportProgress {
+    let mut offset = 0usize;
+    let mut line = 1;
+    let mut total = ImportProgress::default();
+    for &cut in cuts.iter().chain(std::iter::once(&file.len())) {
+        if cut < offset {
+            continue;
+        }
+        let done = import_events(
+            store,
+            &file[offset..cut],
+            ImportOptions {
+                from_offset: offset as u64,
+                first_line: line,
+                batch_size: batch,
+                ..ImportOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(done.byte_offset as usize <= cut);
+        assert_eq!(done.byte_offset as usize + done.unterminated as usize, cut);
+        // Never half a line: the offset is at a line start.
+        assert!(done.byte_offset == 0 || file[done.byte_offset as usize - 1] == b'\n');
+        offset = done.byte_offset as usize;
+        line = done.next_line;
+        total.imported += done.imported;
+        total.byte_offset = done.byte_offset;
+    }
+    total
+}
+
+pub async fn import_resumes_from_the_reported_offset_after_each_batch(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 25).await;
+    let file = export_all(&source).await;
+    // Every progress report is a resume point: resuming from each one gives the source.
+    let probe = backend.open().await;
+    let mut offsets = Vec::new();
+    import_events(
+        &probe,
+        &file[..],
+        ImportOptions {
+            batch_size: 5,
+            ..ImportOptions::default()
+        },
+        |p| offsets.push((p.byte_offset, p.imported)),
+    )
+    .await
+    .unwrap();
+    assert!(offsets.len() > 3);
+    for &(offset, imported) in offsets.iter().step_by(2) {
+        let target = backend.open().await;
+        // The first run is "killed" right after the batch that reported `offset`.
+        let first = import_events(
+            &target,
+            &file[..offset as usize],
+            ImportOptions {
+                batch_size: 5,
+                ..ImportOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.imported, imported);
+        let second = import_events(
+            &target,
+            &file[offset as usize..],
+            ImportOptions {
+                from_offset: offset,
+                batch_size: 5,
+                ..ImportOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            first.imported + second.imported,
+            all_events(&*source).await.len() as u64
+        );
+        same_events(&*source, &*target).await;
+    }
+}
+
+pub async fn unterminated_last_line_is_left_for_the_next_run(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 5).await;
+    let file = export_all(&source).await;
+    let cut = file.len() - 10;
+    let target = backend.open().await;
+    let done = import_in_pieces(&target, &file, &[cut], 3).await;
+    assert_eq!(done.byte_offset, file.len() as u64);
+    same_events(&*source, &*target).await;
+}
+
+fn good_line(n: u64) -> String {
+    format!(
+        r#"{{"position":{n},"id":"e{n}","aggregateId":"a","version":{n},"type":"T","timestamp":"2021-01-01T00:00:00.000Z","payload":{{"n":{n}}},"metadata":null,"commitId":"c{n}","commitSequence":0,"dispatched":false}}"#
+    ) + "\n"
+}
+
+pub async fn hostile_lines_stop_the_import_at_their_line(backend: &Backend) {
+    let deep = format!(
+        r#"{{"id":"x","aggregateId":"a","version":4,"timestamp":0,"commitId":"c","payload":{}{}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let deep_inside_limit = format!(
+        r#"{{"id":"x","aggregateId":"a","version":4,"timestamp":0,"commitId":"c","payload":{}{}}}"#,
+        "[".repeat(129),
+        "]".repeat(129)
+    );
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        ("binary", vec![0x00, 0xff, 0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, b'\n']),
+        ("invalid UTF-8", b"{\"id\":\"\xc3\x28\",\"aggregateId\":\"a\"}\n".to_vec()),
+        ("deep JSON", format!("{deep}\n").into_bytes()),
+        ("deep payload", format!("{deep_inside_limit}\n").into_bytes()),
+        ("enormous line", [vec![b'{'; 5_000_000], vec![b'\n']].concat()),
+        ("missing field", b"{\"id\":\"x\",\"aggregateId\":\"a\",\"timestamp\":0,\"commitId\":\"c\"}\n".to_vec()),
+        ("not an object", b"[1,2,3]\n".to_vec()),
+        ("empty aggregate id", b"{\"id\":\"x\",\"aggregateId\":\"\",\"version\":4,\"timestamp\":0,\"commitId\":\"c\"}\n".to_vec()),
+    ];
+    for (what, bad) in hostile {
+        let store = backend.open().await;
+        let head = [good_line(1), good_line(2), good_line(3)].concat();
+        let file = [head.as_bytes(), &bad, good_line(5).as_bytes()].concat();
+        let mut last = ImportProgress::default();
+        let err = import_events(
+            &store,
+            &file[..],
+            ImportOptions {
+                max_line_bytes: 1_000_000,
+                batch_size: 2,
+                ..ImportOptions::default()
+            },
+            |p| last = *p,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("line 4 (byte offset {})", head.len())),
+            "{what}: {text}"
+        );
+        assert_eq!(last.byte_offset, head.len() as u64, "{what}");
+        assert_eq!(last.next_line, 4, "{what}");
+        let stored = all_events(&*store).await;
+        assert_eq!(stored.len(), 3, "{what}: only the lines before the bad one");
+        assert_eq!(stored[2].id, "e3");
+    }
+}
+
+pub async fn conflicting_line_keeps_everything_before_it(backend: &Backend) {
+    let store = backend.open().await;
+    let file = [good_line(1), good_line(2), good_line(3)].concat();
+    import_events(
+        &store,
+        &file.as_bytes()[..good_line(1).len() * 2 - 1],
+        ImportOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    // Line 1 is stored (line 2 was cut short); importing all again: conflict at line 1.
+    let mut last = ImportProgress::default();
+    let err = import_events(&store, file.as_bytes(), ImportOptions::default(), |p| {
+        last = *p
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::VersionConflict | ErrorKind::DuplicateEventId
+        ),
+        "{err}"
+    );
+    assert_eq!((last.byte_offset, last.next_line), (0, 1));
+    // With skip, line 1 is skipped and the rest stored.
+    let done = import_events(
+        &store,
+        file.as_bytes(),
+        ImportOptions {
+            on_conflict: OnConflict::Skip,
+            ..ImportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.imported, done.skipped), (2, 1));
+    assert_eq!(all_events(&*store).await.len(), 3);
+}
+
+pub async fn auto_mode_empties_freezes_and_unfreezes(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 10).await;
+    let file = export_all(&source).await;
+    let target = backend.open().await;
+    populate(&target, 3).await;
+    let mut frozen_during = false;
+    let probe = Arc::clone(&target);
+    let done = import_events(
+        &target,
+        &file[..],
+        ImportOptions {
+            maintenance: MaintenanceMode::Auto,
+            batch_size: 4,
+            ..ImportOptions::default()
+        },
+        |_| frozen_during = true,
+    )
+    .await
+    .unwrap();
+    assert!(frozen_during);
+    assert!(done.imported > 0);
+    assert!(!probe.describe().await.unwrap().frozen);
+    same_events(&*source, &*target).await;
+    // Export in auto mode freezes too, and refuses a store someone else froze.
+    let mut out = Vec::new();
+    export_events(
+        &target,
+        &mut out,
+        ExportOptions {
+            maintenance: MaintenanceMode::Auto,
+            ..ExportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, file);
+    assert!(!target.describe().await.unwrap().frozen);
+    target.freeze().await.unwrap();
+    let err = export_events(
+        &target,
+        &mut out,
+        ExportOptions {
+            maintenance: MaintenanceMode::Auto,
+            ..ExportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyFrozen);
+    // Manual mode works on a frozen store (imports are the maintenance path).
+    let again = backend.open().await;
+    again.freeze().await.unwrap();
+    import_events(&again, &file[..], ImportOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(again.describe().await.unwrap().frozen);
+}
+
+pub async fn auto_mode_unfreezes_after_a_failed_import(backend: &Backend) {
+    let store = backend.open().await;
+    let file = [good_line(1), "garbage\n".to_owned(), good_line(3)].concat();
+    let err = import_events(
+        &store,
+        file.as_bytes(),
+        ImportOptions {
+            maintenance: MaintenanceMode::Auto,
+            ..ImportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("line 2"));
+    assert!(!store.describe().await.unwrap().frozen);
+    assert_eq!(all_events(&*store).await.len(), 1);
+    // A cancelled auto import unfreezes too (the guard's drop).
+    let slow = ClosedAfter {
+        data: file.into_bytes(),
+    };
+    let fut = import_events(
+        &store,
+        slow,
+        ImportOptions {
+            maintenance: MaintenanceMode::Auto,
+            ..ImportOptions::default()
+        },
+        |_| {},
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), fut).await;
+    for _ in 0..100 {
+        if !store.describe().await.unwrap().frozen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!store.describe().await.unwrap().frozen);
+}
+
+/// An input that yields its data and then never ends (a stalled pipe).
+pub struct ClosedAfter {
+    data: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for ClosedAfter {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncBufRead for ClosedAfter {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.data.is_empty() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(&this.data[..]))
+        }
+    }
+
+    fn consume(self: std::pin::Pin<&mut Self>, amt: usize) {
+        self.get_mut().data.drain(..amt);
+    }
+}
+
+pub async fn batches_keep_commits_whole(backend: &Backend) {
+    let source = backend.open().await;
+    for c in 0..10 {
+        source
+            .append(
+                AppendRequest::to_stream(
+                    StreamId::new(format!("s{c}")),
+                    ExpectedVersion::Any,
+                    (0..5)
+                        .map(|_| ProposedEvent::new("T", Json::null()))
+                        .collect(),
+                )
+                .with_commit_id(format!("c{c}")),
+            )
+            .await
+            .unwrap();
+    }
+    let file = export_all(&source).await;
+    let target = backend.open().await;
+    let mut heads = Vec::new();
+    import_events(
+        &target,
+        &file[..],
+        ImportOptions {
+            batch_size: 3,
+            ..ImportOptions::default()
+        },
+        |p| heads.push(p.head_position),
+    )
+    .await
+    .unwrap();
+    // Each batch ends at a commit boundary: 5 events per commit.
+    assert!(heads.iter().all(|h| h % 5 == 0), "{heads:?}");
+    same_events(&*source, &*target).await;
+}
+
+fn incoming(stream: &str, ms: i64, payload: &str) -> IncomingEvent {
+    IncomingEvent::new(
+        StreamId::new(stream),
+        "T",
+        Json::from_raw(payload.to_owned()),
+    )
+    .with_timestamp(Timestamp::from_millis(ms))
+}
+
+pub async fn incremental_import_appends_new_events_in_timestamp_order(backend: &Backend) {
+    let store = backend.open().await;
+    store
+        .append_to_stream(
+            &StreamId::new("a"),
+            ExpectedVersion::Any,
+            vec![ProposedEvent::new("T", Json::from_raw("1"))
+                .with_timestamp(Timestamp::from_millis(100))],
+        )
+        .await
+        .unwrap();
+    let mut import = IncrementalImport::begin(&store);
+    import
+        .push(vec![incoming("a", 100, "1"), incoming("b", 300, "3")])
+        .unwrap();
+    import
+        .push(vec![
+            incoming("a", 200, "2"),
+            incoming("b", 300, "4"),
+            incoming("a", 150, "\"x\""),
+        ])
+        .unwrap();
+    let outcome = import.commit().await.unwrap();
+    assert_eq!((outcome.imported, outcome.skipped), (4, 1));
+    let events = all_events(&*store).await;
+    let seen: Vec<(String, u64, i64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.stream.id.clone(),
+                e.version,
+                e.timestamp.as_millis(),
+                e.payload.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("a".into(), 1, 100, "1".into()),
+            ("a".into(), 2, 150, "\"x\"".into()),
+            ("a".into(), 3, 200, "2".into()),
+            ("b".into(), 1, 300, "3".into()),
+            ("b".into(), 2, 300, "4".into()),
+        ]
+    );
+    // One commit for the whole import.
+    assert_eq!(events[1].commit_id, events[4].commit_id);
+    // Importing the same again changes nothing.
+    let again = incremental_import(
+        &store,
+        vec![incoming("a", 200, "2"), incoming("b", 300, "4")],
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.imported, again.skipped), (0, 2));
+    assert_eq!(
+        store
+            .read_stream(&StreamId::new("b"), StreamRead::all())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+pub async fn incremental_import_refuses_older_events_and_writes_nothing(backend: &Backend) {
+    let store = backend.open().await;
+    incremental_import(&store, vec![incoming("a", 500, "1")])
+        .await
+        .unwrap();
+    let err = incremental_import(
+        &store,
+        vec![incoming("b", 600, "2"), incoming("c", 400, "3")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("staged[1].timestamp"), "{err}");
+    assert_eq!(all_events(&*store).await.len(), 1);
+}
+
+pub async fn incremental_rollback_writes_nothing(backend: &Backend) {
+    let store = backend.open().await;
+    let mut import = IncrementalImport::begin(&store);
+    import.push(vec![incoming("a", 1, "1")]).unwrap();
+    assert_eq!(import.staged_count(), 1);
+    import.rollback();
+    assert!(all_events(&*store).await.is_empty());
+}
+
+pub async fn secrets_round_trip_with_idx_and_tombstones(backend: &Backend) {
+    let source = backend.open().await;
+    for i in 0..12 {
+        source
+            .set_secret(&format!("u{i}"), &format!("k{i}"))
+            .await
+            .unwrap();
+    }
+    for i in [0, 5, 11] {
+        source.delete_secret(&format!("u{i}")).await.unwrap();
+    }
+    let mut file = Vec::new();
+    let report = export_secrets(&source, &mut file, 0, MaintenanceMode::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.lines, report.tombstones, report.next_idx),
+        (12, 3, 12)
+    );
+    let target = backend.open().await;
+    target.set_secret("old", "gone after auto").await.unwrap();
+    let done = import_secrets(
+        &target,
+        &file[..],
+        SecretsImportOptions {
+            maintenance: MaintenanceMode::Auto,
+            batch_size: 5,
+            ..SecretsImportOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.imported, 12);
+    assert!(!target.describe().await.unwrap().frozen);
+    assert_eq!(
+        checksum(&*source).await.unwrap(),
+        checksum(&*target).await.unwrap()
+    );
+    assert_eq!(target.get_secret("u5").await.unwrap().unwrap().secret, None);
+    assert_eq!(target.get_secret("u7").await.unwrap().unwrap().idx, 7);
+    // Resume from an idx.
+    let mut tail = Vec::new();
+    let r = export_secrets(&source, &mut tail, 10, MaintenanceMode::Manual)
+        .await
+        .unwrap();
+    assert_eq!(r.lines, 2);
+    // A bad line stops at its line.
+    let bad = b"{\"idx\":0,\"id\":\"z\",\"secret\":\"a\"}\n{\"idx\":\"x\"}\n";
+    let err = import_secrets(
+        &backend.open().await,
+        &bad[..],
+        SecretsImportOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("line 2 (byte offset 32)"), "{err}");
+}
+
+pub async fn copy_is_lossless_and_verified(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 30).await;
+    source
+        .save_snapshot("projection-1", "{\"state\":1}")
+        .await
+        .unwrap();
+    let target = backend.open().await;
+    let report = copy(
+        &source,
+        &target,
+        CopyOptions {
+            snapshot_keys: vec!["projection-1".into(), "absent".into()],
+            batch_size: 9,
+            ..CopyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.verified());
+    assert_eq!(report.events, all_events(&*source).await.len() as u64);
+    assert_eq!(
+        (
+            report.secrets,
+            report.keyed_snapshots,
+            report.stream_snapshots
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(all_events(&*source).await, all_events(&*target).await);
+    let (a, b) = (
+        source.describe().await.unwrap(),
+        target.describe().await.unwrap(),
+    );
+    assert_eq!(
+        (a.event_count, a.stream_count, a.head_position),
+        (b.event_count, b.stream_count, b.head_position)
+    );
+    assert_eq!(
+        (a.secret_count, a.set_secret_count, a.deleted_secret_count),
+        (b.secret_count, b.set_secret_count, b.deleted_secret_count)
+    );
+    let snap = target
+        .latest_stream_snapshot(&StreamId::new("acc-1"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        snap,
+        source
+            .latest_stream_snapshot(&StreamId::new("acc-1"), None)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    assert_eq!(
+        target
+            .load_snapshot("projection-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .content,
+        "{\"state\":1}"
+    );
+    // Across backends: memory -> this backend -> memory.
+    let memory: Arc<dyn EventStore> = Arc::new(annals_core::MemoryStore::new());
+    let back = copy(
+        &target,
+        &memory,
+        CopyOptions {
+            maintenance: MaintenanceMode::Auto,
+            ..CopyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(back.verified());
+    assert_eq!(back.source, report.source);
+    assert!(!target.describe().await.unwrap().frozen);
+}
+
+pub async fn copy_refuses_a_non_empty_target(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 2).await;
+    let target = backend.open().await;
+    target.set_secret("x", "y").await.unwrap();
+    let err = copy(&source, &target, CopyOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
