@@ -13,6 +13,8 @@
 //! annals read --json
 //! annals tail
 //! annals export > events.ndjson
+//! annals import events.ndjson [--from-offset B]; annals import --incremental new.ndjson
+//! annals secrets export|import; annals copy --from ./annals-data#a --to postgres://…#b
 //! annals streams; annals describe; annals freeze; annals unfreeze
 //! annals snapshot get|put|rm KEY; annals secret get|set|rm ID
 //! ```
@@ -23,6 +25,9 @@
 //! Exit codes: 0 success; 1 usage or invalid input; 2 not found or conflict (unknown
 //! store or event, version conflict, duplicate id, frozen store, already (un)frozen);
 //! 3 the server cannot be reached; 4 any other failure.
+
+mod maintenance;
+mod pour;
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -137,12 +142,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write every event (after `--after`) as NDJSON, one event per line, in position order.
-    Export {
-        /// Start after this position.
-        #[arg(long)]
-        after: Option<u64>,
+    /// Write every event (after `--after` or `--cursor`) as NDJSON, one event per line, in
+    /// position order; resumable with the cursor it prints.
+    Export(maintenance::ExportArgs),
+    /// Read NDJSON events (as exported) into the store in batches; resumable with
+    /// `--from-offset`; `--incremental` appends new events after the newest stored one.
+    Import(maintenance::ImportArgs),
+    /// Export or import secrets as NDJSON (with their idx and deleted ones).
+    Secrets {
+        #[command(subcommand)]
+        action: maintenance::SecretsAction,
     },
+    /// Copy a whole store to an empty one (any backend to any backend), then verify
+    /// counts and content checksums.
+    Copy(maintenance::CopyArgs),
+    /// Re-publish past events into a message channel (replay): the ids of the store's
+    /// streams, one stream's events, every event of the store, or several stores merged.
+    Pour(pour::PourArgs),
     /// Follow new events live (from the current head, or after `--after`).
     Tail {
         #[command(flatten)]
@@ -378,6 +394,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         config.postgres_options.schema = postgres_schema;
         return serve(config, token_file).await;
     }
+    let remote = maintenance::Remote {
+        url: &cli.url,
+        store: &cli.store,
+        token: cli.token.as_deref(),
+    };
+    match cli.command {
+        Command::Export(args) => return maintenance::export(args, &remote).await,
+        Command::Import(args) => return maintenance::import(args, &remote).await,
+        Command::Secrets { action } => return maintenance::secrets(action, &remote).await,
+        Command::Copy(args) => return maintenance::copy(args, &remote).await,
+        Command::Pour(args) => {
+            return pour::run(&cli.url, &cli.store, cli.token.as_deref(), args).await
+        }
+        _ => {}
+    }
     let mut store = HttpStore::new(&cli.url, &cli.store)?;
     if let Some(token) = &cli.token {
         store = store.with_token(token.clone());
@@ -442,21 +473,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Export { after } => {
-            let mut read = ReadAll::forward().after(after.unwrap_or(0)).limit(1000);
-            loop {
-                let page = store.read_all(read.clone()).await?;
-                for e in &page.events {
-                    print_json(&mut out, e);
-                }
-                if page.end || page.events.is_empty() {
-                    break;
-                }
-                read = read.cursor(page.next_cursor);
-            }
-            let _ = out.flush();
-            Ok(())
-        }
+        Command::Export(_)
+        | Command::Import(_)
+        | Command::Secrets { .. }
+        | Command::Copy(_)
+        | Command::Pour(_) => Ok(()),
         Command::Tail {
             filter,
             after,

@@ -1,0 +1,202 @@
+//! `annals pour` as a process, against a server started by the test, pouring to
+//! standard output (`--channel memory`) and into the real NATS server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use annals_channels::Message;
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("annals-cli-pour-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let server = annals_server::Server::bind(
+                    annals_server::ServerConfig::new(dir)
+                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+                )
+                .await
+                .unwrap();
+                tx.send(format!("http://{}", server.local_addr())).unwrap();
+                server.run_until(std::future::pending()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+fn annals(store: &str) -> Command {
+    let mut c = Command::cargo_bin("annals").unwrap();
+    c.args(["--url", server_url(), "--store", store]);
+    c
+}
+
+fn ok(c: &mut Command) -> (String, String) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn seed(store: &str) {
+    ok(annals(store).arg("create"));
+    ok(annals(store).args([
+        "append",
+        r#"[{"aggregateId":"acc-1","aggregate":"account","type":"Opened","timestamp":"2024-01-01T00:00:01Z"},
+            {"aggregateId":"acc-2","aggregate":"account","type":"Opened","timestamp":"2024-01-01T00:00:02Z"}]"#,
+    ]));
+    ok(annals(store).args([
+        "append",
+        r#"{"aggregateId":"acc-1","aggregate":"account","type":"Deposited","payload":{"amount":5},"timestamp":"2024-01-01T00:00:04Z"}"#,
+    ]));
+    ok(annals(store).args([
+        "append",
+        r#"{"aggregateId":"acc-2","aggregate":"account","type":"Deposited","timestamp":"2024-01-01T00:00:03Z"}"#,
+    ]));
+}
+
+fn messages(stdout: &str) -> Vec<Message> {
+    stdout
+        .lines()
+        .map(|l| Message::from_json(l.as_bytes()).unwrap())
+        .collect()
+}
+
+#[test]
+fn pour_all_and_stream_to_stdout() {
+    seed("p1");
+    let (out, err) = ok(annals("p1").args(["pour", "all", "--channel", "memory", "--json"]));
+    let got = messages(&out);
+    let order: Vec<(String, String)> = got
+        .iter()
+        .map(|m| match m {
+            Message::Notification {
+                event,
+                replay,
+                store,
+            } => {
+                assert!(replay);
+                assert_eq!(store, "p1");
+                (
+                    event.stream.id.clone(),
+                    event.event_type.as_str().to_owned(),
+                )
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expect = [
+        ("acc-1", "Opened"),
+        ("acc-2", "Opened"),
+        ("acc-2", "Deposited"),
+        ("acc-1", "Deposited"),
+    ];
+    assert_eq!(order, expect.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let summary: Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(summary["pouredEventCount"], 4);
+    assert_eq!(summary["firstScannedAggregate"]["aggregateId"], "acc-1");
+    assert_eq!(summary["lastScannedAggregate"]["aggregateId"], "acc-2");
+    assert_eq!(summary["finished"], true);
+
+    // Resume after the second event: the last two only.
+    let (out, _) = ok(annals("p1").args(["pour", "all", "--resume", "1704067202000.2"]));
+    assert_eq!(messages(&out).len(), 2);
+
+    let (out, _) = ok(annals("p1").args([
+        "pour",
+        "stream",
+        "acc-1",
+        "--aggregate",
+        "account",
+        "--reverse",
+    ]));
+    let versions: Vec<u64> = messages(&out)
+        .iter()
+        .map(|m| match m {
+            Message::Notification { event, .. } => event.version,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(versions, [2, 1]);
+
+    let bad = annals("p1")
+        .args(["pour", "all", "--from", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
+}
+
+#[test]
+fn pour_ids_into_nats() {
+    let url = std::env::var("ANNALS_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let host_port = url
+        .trim_start_matches("nats://")
+        .trim_end_matches('/')
+        .to_owned();
+    if let Err(why) = std::net::TcpStream::connect(&host_port) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("NATS at {url} is not reachable ({why}); under CI=true this test must run");
+        }
+        eprintln!(
+            "\n*** SKIPPED: NATS at {url} is not reachable ({why}); pour_ids_into_nats did not run.\n"
+        );
+        return;
+    }
+    seed("p2");
+    let subject = format!("annals.clitest.{}", std::process::id());
+    let (out, _) = ok(annals("p2").args([
+        "pour",
+        "ids",
+        "--channel",
+        &url,
+        "--topic",
+        &subject,
+        "--rate",
+        "50",
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["pouredAggregateIdCount"], 2);
+    assert_eq!(summary["channel"], "nats");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = annals_channels::nats::NatsConfig::new(&subject);
+        let channel = annals_channels::nats::NatsChannel::connect(&url, config.clone())
+            .await
+            .unwrap();
+        let stream = channel.context().get_stream(&config.stream).await.unwrap();
+        let mut ids = Vec::new();
+        for seq in 1..=2 {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            let m = Message::from_json(&m.payload).unwrap();
+            assert!(m.replay());
+            assert!(matches!(m, Message::AggregateExists { .. }));
+            ids.push(m.stream().id.clone());
+        }
+        assert_eq!(ids, ["acc-1", "acc-2"]);
+        assert!(stream.get_raw_message(3).await.is_err());
+        channel
+            .context()
+            .delete_stream(&config.stream)
+            .await
+            .unwrap();
+    });
+}
