@@ -144,41 +144,84 @@ where
     R: AsyncBufRead + Unpin,
     F: FnMut(&ImportProgress),
 {
-    let mut reader = LineReader::new(input)
-        .starting_at(options.from_offset, options.first_line)
-        .max_line_bytes(options.max_line_bytes);
     let mut state = ImportProgress {
         byte_offset: options.from_offset,
         next_line: options.first_line,
         ..ImportProgress::default()
     };
+    // Decoding the next batch overlaps storing the previous one (the store's own work
+    // mostly runs elsewhere: its writer thread, its database). The channel holds one
+    // batch, so at most two are in memory besides the one being stored.
+    let (batches, mut to_store) = tokio::sync::mpsc::channel::<Pending>(1);
+    let reading = read_batches(input, options, batches);
+    let storing = async {
+        while let Some(mut pending) = to_store.recv().await {
+            commit(store, options, &mut pending, &mut state, &mut progress).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let (read, stored) = tokio::join!(reading, storing);
+    // A refused batch comes before anything the reader found later in the file.
+    stored?;
+    if let Some((offset, next_line, unterminated)) = read? {
+        // Blank lines after the last event are consumed too.
+        state.byte_offset = offset;
+        state.next_line = next_line;
+        state.unterminated = unterminated;
+    }
+    Ok(state)
+}
+
+/// Reads and decodes lines into batches and hands each full one to `batches`. Ends with
+/// the reader's final offset, next line number and unterminated byte count, or `None`
+/// when the storing side stopped early (its error is the one to report); a bad line is
+/// an error after the batch before it was handed over.
+async fn read_batches<R>(
+    input: R,
+    options: &ImportOptions,
+    batches: tokio::sync::mpsc::Sender<Pending>,
+) -> Result<Option<(u64, u64, u64)>>
+where
+    R: AsyncBufRead + Unpin,
+{
+    let mut reader = LineReader::new(input)
+        .starting_at(options.from_offset, options.first_line)
+        .max_line_bytes(options.max_line_bytes);
     let batch_size = options.batch_size.clamp(1, MAX_BATCH);
-    let mut pending = Pending {
+    let empty = |end: u64, next_line: u64| Pending {
         events: Vec::with_capacity(batch_size),
         lines: Vec::with_capacity(batch_size),
-        end: options.from_offset,
-        next_line: options.first_line,
+        end,
+        next_line,
     };
+    let mut pending = empty(options.from_offset, options.first_line);
     loop {
         let (number, offset, end, decoded) = match reader.next_line().await {
             Ok(Some(line)) => (line.number, line.offset, line.end, decode_event(line.bytes)),
             Ok(None) => break,
             Err(e) => {
-                commit(store, options, &mut pending, &mut state, &mut progress).await?;
+                let _ = batches.send(pending).await;
                 return Err(e);
             }
         };
         let event = match decoded {
             Ok(event) => event,
             Err(e) => {
-                commit(store, options, &mut pending, &mut state, &mut progress).await?;
+                let _ = batches.send(pending).await;
                 return Err(at_line(e, number, offset));
             }
         };
         if let Some(last) = pending.events.last() {
             let full = pending.events.len() >= batch_size;
             if (full && last.commit_id != event.commit_id) || pending.events.len() >= MAX_BATCH {
-                commit(store, options, &mut pending, &mut state, &mut progress).await?;
+                let next = empty(pending.end, pending.next_line);
+                if batches
+                    .send(std::mem::replace(&mut pending, next))
+                    .await
+                    .is_err()
+                {
+                    return Ok(None);
+                }
             }
         }
         pending.events.push(event);
@@ -186,12 +229,14 @@ where
         pending.end = end;
         pending.next_line = number + 1;
     }
-    commit(store, options, &mut pending, &mut state, &mut progress).await?;
-    // Blank lines after the last event are consumed too.
-    state.byte_offset = reader.offset();
-    state.next_line = reader.next_number();
-    state.unterminated = reader.unterminated() as u64;
-    Ok(state)
+    if batches.send(pending).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some((
+        reader.offset(),
+        reader.next_number(),
+        reader.unterminated() as u64,
+    )))
 }
 
 /// Stores the pending batch. When the store refuses one of its events, stores the events

@@ -292,15 +292,16 @@ async fn export(
                 }
             };
             let last = page.events.last().map_or(after, |e| e.position);
+            // The NDJSON codec every exporter and importer shares: a payload with a line
+            // break inside still makes one line.
             let mut text = Vec::new();
             for e in &page.events {
-                if serde_json::to_writer(&mut text, &wire::EventOut(e)).is_err() {
+                if let Err(e) = annals_core::ndjson::write_event(&mut text, e) {
                     return Some((
-                        Err(std::io::Error::other("unserialisable event")),
+                        Err(std::io::Error::other(e.to_string())),
                         (s, after, remaining, true),
                     ));
                 }
-                text.push(b'\n');
             }
             let n = page.events.len() as u64;
             let done = page.end || n == 0;

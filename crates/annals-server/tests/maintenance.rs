@@ -480,3 +480,35 @@ async fn delete_events_and_secrets_and_import_secrets() {
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_payload_with_line_breaks_stays_on_one_line_and_round_trips() {
+    let s = start().await;
+    s.call(Method::PUT, "/v1/stores/nl", None).await;
+    // Raw JSON: the payload keeps its line breaks and indentation, byte for byte.
+    let body = "{\"events\": [{\"aggregateId\": \"p\", \"type\": \"Pretty\", \"payload\": {\n  \"a\": 1,\n  \"b\": [\n    2\n  ]\n}}]}";
+    let r = s
+        .http
+        .post(s.at("/v1/stores/nl/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let export = s.export("nl").await;
+    assert_eq!(
+        export.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "one event, one line: {}",
+        String::from_utf8_lossy(&export)
+    );
+    s.call(Method::PUT, "/v1/stores/nl2", None).await;
+    let (st, b) = s
+        .ndjson("/v1/stores/nl2/events/import", export.clone())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(s.events("nl2").await, s.events("nl").await);
+    assert_eq!(s.export("nl2").await, export);
+    s.stop().await;
+}
