@@ -123,18 +123,29 @@ pub fn validate_events(batch: &ImportBatch) -> Result<()> {
 /// assert!(err.to_string().contains("events[4].payload"));
 /// ```
 pub fn validate_event(i: usize, e: &RecordedEvent) -> Result<()> {
-    let field = |name: &str| format!("events[{i}].{name}");
-    check_name(&field("id"), &e.id, true)?;
-    check_name(&field("stream.id"), &e.stream.id, true)?;
-    check_name(&field("stream.aggregate"), &e.stream.aggregate, false)?;
-    check_name(&field("stream.context"), &e.stream.context, false)?;
-    check_name(&field("type"), &e.event_type, false)?;
-    check_name(&field("commit_id"), &e.commit_id, true)?;
-    check_json(&field("payload"), e.payload.as_bytes())?;
-    check_json(&field("metadata"), e.metadata.as_bytes())?;
+    // Checked under the bare field names; the `events[i].` path is only built for an
+    // error (formatting it for every event was a tenth of an import's decoding time).
+    validate_fields(e).map_err(|error| match error {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field: format!("events[{i}].{field}"),
+            reason,
+        },
+        other => other,
+    })
+}
+
+fn validate_fields(e: &RecordedEvent) -> Result<()> {
+    check_name("id", &e.id, true)?;
+    check_name("stream.id", &e.stream.id, true)?;
+    check_name("stream.aggregate", &e.stream.aggregate, false)?;
+    check_name("stream.context", &e.stream.context, false)?;
+    check_name("type", &e.event_type, false)?;
+    check_name("commit_id", &e.commit_id, true)?;
+    check_json("payload", e.payload.as_bytes())?;
+    check_json("metadata", e.metadata.as_bytes())?;
     if e.version == 0 {
         return Err(Error::invalid(
-            field("version"),
+            "version",
             "must be 1 or more (versions are 1-based)",
         ));
     }

@@ -372,19 +372,25 @@ fn checked_text(line: &[u8]) -> Result<&str> {
 
 fn nesting_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // Strings are most of a line: jump from quote or backslash to the next one.
+            b'"' => loop {
+                let Some(rest) = bytes.get(i..) else {
+                    return max;
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(at) if rest.get(at) == Some(&b'\\') => i += at + 2,
+                    Some(at) => {
+                        i += at + 1;
+                        break;
+                    }
+                    // An unterminated string: the parser refuses the line anyway.
+                    None => return max,
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
