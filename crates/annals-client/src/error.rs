@@ -130,6 +130,14 @@ pub(crate) fn from_body(status: u16, body: &[u8]) -> Error {
         "already_frozen" => Error::AlreadyFrozen,
         "not_frozen" => Error::NotFrozen,
         "secret_already_exists" => Error::SecretAlreadyExists { id: text(d, "id") },
+        "import_conflict" => Error::ImportConflict {
+            index: d
+                .get("index")
+                .and_then(Value::as_u64)
+                .and_then(|i| usize::try_from(i).ok())
+                .unwrap_or(0),
+            reason: text(d, "reason"),
+        },
         "invalid_request" => Error::InvalidInput {
             field: text(d, "field"),
             reason: text(d, "reason"),
@@ -164,5 +172,26 @@ pub(crate) fn from_body(status: u16, body: &[u8]) -> Error {
                 message: text(d, "message"),
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_conflict_answer_becomes_the_import_conflict_error() {
+        // The body exactly as the server writes it for `Error::ImportConflict`.
+        let body =
+            br#"{"error":{"code":"import_conflict","message":"m","index":3,"reason":"older"}}"#;
+        let err = from_body(409, body);
+        assert_eq!(
+            err,
+            Error::ImportConflict {
+                index: 3,
+                reason: "older".into()
+            }
+        );
+        assert_eq!(err.kind(), annals_core::ErrorKind::ImportConflict);
     }
 }

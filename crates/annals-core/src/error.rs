@@ -81,6 +81,22 @@ pub enum Error {
         /// The secret id.
         id: String,
     },
+    /// An incremental import cannot be committed: the staged event at `index` (in staging
+    /// order) is older than the store's newest event, and an incremental import only
+    /// appends after it. Nothing was written.
+    ///
+    /// ```
+    /// let err = annals_core::Error::ImportConflict { index: 2, reason: "older".into() };
+    /// assert_eq!(err.kind(), annals_core::ErrorKind::ImportConflict);
+    /// assert!(err.to_string().contains("staged[2]"));
+    /// ```
+    #[error("incremental import conflict at staged[{index}]: {reason}")]
+    ImportConflict {
+        /// The staged event's index, counted over every push of the import.
+        index: usize,
+        /// Why it cannot be appended.
+        reason: String,
+    },
     /// The caller's input is malformed; `field` names what was wrong and where.
     #[error("invalid input at {field}: {reason}")]
     InvalidInput {
@@ -152,6 +168,8 @@ pub enum ErrorKind {
     NotFound,
     /// See [`Error::SecretAlreadyExists`].
     SecretAlreadyExists,
+    /// See [`Error::ImportConflict`].
+    ImportConflict,
     /// See [`Error::InvalidInput`].
     InvalidInput,
     /// See [`Error::Poisoned`].
@@ -226,6 +244,7 @@ impl Error {
             Error::NotFrozen => ErrorKind::NotFrozen,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::SecretAlreadyExists { .. } => ErrorKind::SecretAlreadyExists,
+            Error::ImportConflict { .. } => ErrorKind::ImportConflict,
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
             Error::Poisoned { .. } => ErrorKind::Poisoned,
             Error::Closed => ErrorKind::Closed,

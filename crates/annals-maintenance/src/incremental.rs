@@ -108,7 +108,7 @@ impl IncomingEvent {
 ///
 /// 1. drops staged events identical to a stored one (same stream, type, timestamp and
 ///    payload bytes);
-/// 2. refuses with [`Error::InvalidInput`] on `staged[i].timestamp` if any remaining
+/// 2. refuses with [`Error::ImportConflict`] naming the staged index `i` if any remaining
 ///    event is older than the store's newest event (nothing is written);
 /// 3. orders the rest by (timestamp, staging order), gives each stream its next
 ///    versions, and stores them all in ONE [`EventStore::import_events`] call with the
@@ -214,7 +214,7 @@ impl IncrementalImport {
     /// let mut import = IncrementalImport::begin(&store);
     /// import.push(vec![IncomingEvent::new("b".into(), "T", Json::null()).with_timestamp(Timestamp::from_millis(50))])?;
     /// let err = import.commit().await.unwrap_err();
-    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert_eq!(err.kind(), ErrorKind::ImportConflict);
     /// assert!(err.to_string().contains("older than the newest stored event"));
     /// # Ok::<(), annals_core::Error>(())
     /// # }).unwrap();
@@ -273,13 +273,13 @@ impl IncrementalImport {
             }
             if let Some(newest) = newest_timestamp {
                 if timestamp < newest {
-                    return Err(Error::invalid(
-                        format!("staged[{i}].timestamp"),
-                        format!(
-                            "{timestamp} is older than the newest stored event ({newest}); \
-                             an incremental import only appends after it"
+                    return Err(Error::ImportConflict {
+                        index: i,
+                        reason: format!(
+                            "its timestamp {timestamp} is older than the newest stored event \
+                             ({newest}); an incremental import only appends after it"
                         ),
-                    ));
+                    });
                 }
             }
             fresh.push((i, e, timestamp));

@@ -130,6 +130,11 @@ impl ApiError {
                     d.insert("id".into(), json!(id));
                     (StatusCode::CONFLICT, "secret_already_exists".to_owned())
                 }
+                Error::ImportConflict { index, reason } => {
+                    d.insert("index".into(), json!(index));
+                    d.insert("reason".into(), json!(reason));
+                    (StatusCode::CONFLICT, "import_conflict".to_owned())
+                }
                 Error::InvalidInput { field, reason } => {
                     d.insert("field".into(), json!(field));
                     d.insert("reason".into(), json!(reason));

@@ -40,6 +40,7 @@
 mod append_batch;
 mod auth;
 mod error;
+mod incremental;
 mod maintenance;
 mod metrics;
 mod openapi;

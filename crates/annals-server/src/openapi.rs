@@ -229,6 +229,51 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         204,
     ),
     op(
+        "post",
+        "/v1/stores/{store}/imports",
+        "beginIncrementalImport",
+        "Open an incremental import (`201 {\"importId\"}`); staged events live in the \
+         server's memory.",
+        201,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/imports",
+        "listIncrementalImports",
+        "The open incremental imports: `{\"imports\": [{\"importId\", \"stagedCount\"}]}`.",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/imports",
+        "rollbackIncrementalImports",
+        "Roll back every open incremental import of the store.",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/imports/{importId}/events",
+        "pushIncrementalImport",
+        "Stage events (no versions; a missing timestamp is the staging time).",
+        204,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/imports/{importId}/commit",
+        "commitIncrementalImport",
+        "Append the staged events not stored yet after the newest event, ordered by \
+         (timestamp, staging order), atomically; 409 `import_conflict` when one is older \
+         than the newest stored event. Closes the import, also on error.",
+        200,
+    ),
+    op(
+        "delete",
+        "/v1/stores/{store}/imports/{importId}",
+        "rollbackIncrementalImport",
+        "Roll back (close) one incremental import.",
+        204,
+    ),
+    op(
         "get",
         "/v1/stores/{store}/subscribe",
         "subscribe",
@@ -400,6 +445,17 @@ fn request_body(id: &str) -> Option<Value> {
             "properties": {"appends": {"type": "array", "items": append_schema()}}
         })),
         "importEvents" | "importSecrets" => ndjson(),
+        "pushIncrementalImport" => {
+            let mut event = event_schema();
+            if let Some(p) = event.get_mut("properties").and_then(Value::as_object_mut) {
+                p.remove("version");
+            }
+            json_body(json!({
+                "type": "object",
+                "required": ["events"],
+                "properties": {"events": {"type": "array", "items": event}}
+            }))
+        }
         "saveStreamSnapshot" => json_body(json!({
             "type": "object",
             "required": ["aggregateId", "streamVersion", "data"],

@@ -37,6 +37,8 @@ pub(crate) struct Registry {
     pub(crate) max_subscriber_lag: u64,
     /// The counters of `GET /metrics`.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The open incremental imports of every store.
+    pub(crate) imports: crate::incremental::Imports,
 }
 
 /// Removes a dropped store's renamed directory. The store's engine may still be finishing
@@ -107,6 +109,7 @@ impl Registry {
             stores: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
+            imports: crate::incremental::Imports::default(),
         }
     }
 
@@ -198,6 +201,7 @@ impl Registry {
                 Backing::Postgres(_) => None,
             };
             stores.remove(name);
+            self.imports.drop_store(name);
             trash
         };
         match trash {

@@ -89,6 +89,24 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
                 .delete(delete_secret)
                 .post(crate::maintenance::secrets_post),
         )
+        .route(
+            "/v1/stores/{store}/imports",
+            post(crate::incremental::begin)
+                .get(crate::incremental::list)
+                .delete(crate::incremental::rollback_all),
+        )
+        .route(
+            "/v1/stores/{store}/imports/{importId}",
+            axum::routing::delete(crate::incremental::rollback),
+        )
+        .route(
+            "/v1/stores/{store}/imports/{importId}/events",
+            post(crate::incremental::push),
+        )
+        .route(
+            "/v1/stores/{store}/imports/{importId}/commit",
+            post(crate::incremental::commit),
+        )
         .route("/v1/stores/{store}/subscribe", get(subscribe))
         .fallback(|| async { ApiError::Store(Error::not_found("route", "no such route")) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

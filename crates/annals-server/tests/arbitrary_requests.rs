@@ -45,6 +45,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/stores/p/secrets/{x}"),
     ("DELETE", "/v1/stores/p/secrets/{x}"),
     ("GET", "/v1/stores/p/subscribe"),
+    ("POST", "/v1/stores/p/imports"),
+    ("GET", "/v1/stores/p/imports"),
+    ("DELETE", "/v1/stores/p/imports"),
+    ("POST", "/v1/stores/p/imports/{x}/events"),
+    ("POST", "/v1/stores/p/imports/{x}/commit"),
+    ("DELETE", "/v1/stores/p/imports/{x}"),
 ];
 
 const PARAMS: &[&str] = &[

@@ -656,8 +656,11 @@ pub async fn incremental_import_refuses_older_events_and_writes_nothing(backend:
     )
     .await
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("staged[1].timestamp"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::ImportConflict);
+    assert!(
+        matches!(err, annals_core::Error::ImportConflict { index: 1, .. }),
+        "{err}"
+    );
     assert_eq!(all_events(&*store).await.len(), 1);
 }
 
