@@ -37,7 +37,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::retry::{after_failure, stop_requested, stopped, Abort};
+use crate::retry::{after_failure, retry_store_call, stop_requested, stopped, Abort};
 pub use crate::retry::{Backoff, BoxError};
 
 /// The prefix of the keyed snapshots that hold the checkpoints.
@@ -989,37 +989,23 @@ impl Runner {
         F: Fn(Arc<dyn EventStore>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut failures = 0;
-        loop {
-            match call(self.store.clone()).await {
-                Ok(value) => return Ok(value),
-                Err(e) => {
-                    failures += 1;
-                    let error = e.to_string();
-                    self.note_error(position, error.clone(), failures);
-                    after_failure(
-                        &self.options.backoff,
-                        failures,
-                        error,
-                        retryable(&e),
-                        &mut self.stop,
-                    )
-                    .await
-                    .map_err(|a| self.abort(a, position))?;
-                }
-            }
-        }
+        // A clone of the stop signal, so the closures below can borrow `self`; it sees
+        // the same stop requests.
+        let mut stop = self.stop.clone();
+        let status = &self.status;
+        retry_store_call(
+            &self.options.backoff,
+            &mut stop,
+            retryable,
+            |error, failures| note_error(status, position, error, failures),
+            || call(self.store.clone()),
+        )
+        .await
+        .map_err(|a| self.abort(a, position))
     }
 
     fn note_error(&self, position: Position, error: String, attempts: u32) {
-        self.status.send_modify(|s| {
-            s.retries += 1;
-            s.last_error = Some(ProjectionFailure {
-                position,
-                error,
-                attempts,
-            });
-        });
+        note_error(&self.status, position, error, attempts);
     }
 
     fn abort(&self, abort: Abort, position: Position) -> Exit {
@@ -1055,6 +1041,23 @@ fn parse_checkpoint(content: &str) -> Option<Position> {
     serde_json::from_str::<Checkpoint>(content)
         .ok()
         .map(|c| c.position)
+}
+
+/// Records one failed attempt (a retry is coming) in the status.
+fn note_error(
+    status: &watch::Sender<ProjectionStatus>,
+    position: Position,
+    error: String,
+    attempts: u32,
+) {
+    status.send_modify(|s| {
+        s.retries += 1;
+        s.last_error = Some(ProjectionFailure {
+            position,
+            error,
+            attempts,
+        });
+    });
 }
 
 #[cfg(test)]

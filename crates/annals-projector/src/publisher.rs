@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::retry::{after_failure, stop_requested, stopped, Abort};
+use crate::retry::{after_failure, retry_store_call, stop_requested, stopped, Abort};
 pub use crate::retry::{Backoff, BoxError};
 
 /// Where committed events go: a message bus, a webhook, another system.
@@ -560,37 +560,23 @@ impl Runner {
         F: Fn(Arc<dyn EventStore>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut failures = 0;
-        loop {
-            match call(self.store.clone()).await {
-                Ok(value) => return Ok(value),
-                Err(e) => {
-                    failures += 1;
-                    let error = e.to_string();
-                    self.note_error(position, error.clone(), failures);
-                    after_failure(
-                        &self.options.backoff,
-                        failures,
-                        error,
-                        retryable(&e),
-                        &mut self.stop,
-                    )
-                    .await
-                    .map_err(|a| abort(a, position))?;
-                }
-            }
-        }
+        // A clone of the stop signal, so the closures below can borrow `self`; it sees
+        // the same stop requests.
+        let mut stop = self.stop.clone();
+        let status = &self.status;
+        retry_store_call(
+            &self.options.backoff,
+            &mut stop,
+            retryable,
+            |error, failures| note_error(status, position, error, failures),
+            || call(self.store.clone()),
+        )
+        .await
+        .map_err(|a| abort(a, position))
     }
 
     fn note_error(&self, position: Position, error: String, attempts: u32) {
-        self.status.send_modify(|s| {
-            s.retries += 1;
-            s.last_error = Some(PublishFailure {
-                position,
-                error,
-                attempts,
-            });
-        });
+        note_error(&self.status, position, error, attempts);
     }
 }
 
@@ -603,4 +589,21 @@ fn abort(abort: Abort, position: Position) -> Exit {
             attempts,
         }),
     }
+}
+
+/// Records one failed attempt (a retry is coming) in the status.
+fn note_error(
+    status: &watch::Sender<PublisherStatus>,
+    position: Position,
+    error: String,
+    attempts: u32,
+) {
+    status.send_modify(|s| {
+        s.retries += 1;
+        s.last_error = Some(PublishFailure {
+            position,
+            error,
+            attempts,
+        });
+    });
 }

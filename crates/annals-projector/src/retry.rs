@@ -131,3 +131,30 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 pub(crate) fn stop_requested(stop: &tokio::sync::watch::Receiver<bool>) -> bool {
     *stop.borrow() || stop.has_changed().is_err()
 }
+
+/// Calls the store until the call succeeds: after each failure `on_failure` sees the
+/// error and the attempt count, then the backoff is waited out (or the caller gives up,
+/// as in [`after_failure`]). Shared by the projector and the publisher.
+pub(crate) async fn retry_store_call<T, Fut>(
+    backoff: &Backoff,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    retryable: fn(&annals_core::Error) -> bool,
+    mut on_failure: impl FnMut(String, u32),
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, Abort>
+where
+    Fut: std::future::Future<Output = annals_core::Result<T>>,
+{
+    let mut failures = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                failures += 1;
+                let error = e.to_string();
+                on_failure(error.clone(), failures);
+                after_failure(backoff, failures, error, retryable(&e), stop).await?;
+            }
+        }
+    }
+}
