@@ -99,35 +99,50 @@ pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
 
 /// What makes `bytes` unacceptable as a JSON document, if anything (size aside).
 pub(crate) fn json_problem(bytes: &[u8]) -> Option<String> {
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-        return Some(e.to_string());
-    }
     // serde_json checks neither UTF-8 inside strings nor nesting depth when it only
-    // skips over a value, so both are checked here.
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Some(format!("invalid UTF-8: {e}"));
+    // skips over a value, so both are checked here; a syntax error is reported first.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(utf8) => {
+            return Some(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => format!("invalid UTF-8: {utf8}"),
+                },
+            )
+        }
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Some(e.to_string());
     }
     let depth = nesting_depth(bytes);
     (depth > MAX_JSON_DEPTH)
         .then(|| format!("arrays and objects nest {depth} deep; the limit is {MAX_JSON_DEPTH}"))
 }
 
-/// The deepest nesting of arrays and objects in well-formed JSON.
-fn nesting_depth(bytes: &[u8]) -> usize {
+/// The deepest nesting of arrays and objects in well-formed JSON (for other input, a
+/// number the parser's own refusal makes irrelevant).
+pub(crate) fn nesting_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // Strings are most of a document: jump from quote or backslash to the next one.
+            b'"' => loop {
+                let Some(rest) = bytes.get(i..) else {
+                    return max;
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(at) if rest.get(at) == Some(&b'\\') => i += at + 2,
+                    Some(at) => {
+                        i += at + 1;
+                        break;
+                    }
+                    // An unterminated string: the parser refuses the document anyway.
+                    None => return max,
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);

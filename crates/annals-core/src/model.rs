@@ -194,6 +194,50 @@ impl Timestamp {
     /// assert_eq!(annals_core::Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
     /// ```
     pub fn to_rfc3339(self) -> String {
+        match self.civil_text() {
+            Some(bytes) => bytes.iter().map(|b| char::from(*b)).collect(),
+            None => self.to_rfc3339_slow(),
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for years 0 to 9999 without going through `fmt` (every
+    /// event written to the wire formats one); `None` outside that range.
+    fn civil_text(self) -> Option<[u8; 24]> {
+        const FIRST: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+        const LAST: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+        if !(FIRST..=LAST).contains(&self.0) {
+            return None;
+        }
+        let (secs, milli) = (self.0.div_euclid(1000), self.0.rem_euclid(1000));
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Days to a proleptic Gregorian date (H. Hinnant's civil_from_days).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, sod / 3600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 3, milli);
+        Some(out)
+    }
+
+    fn to_rfc3339_slow(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             Ok(t) => format!(
@@ -801,4 +845,38 @@ pub enum Direction {
     Forward,
     /// Descending positions / versions.
     Backward,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    /// The hand-written formatter agrees with the `time` crate's calendar everywhere it
+    /// is used, including leap days, century years and both ends of its range.
+    #[test]
+    fn fast_rfc3339_matches_the_calendar_crate() {
+        let edges = [
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            0,
+            -1,
+            951_782_400_000,   // 2000-02-29
+            4_107_542_400_000, // 2100-03-01
+            -2_203_891_200_000,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let span = 253_402_300_800_000_i64 + 62_167_219_200_000;
+        let random = (0..200_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % span as u64) as i64 - 62_167_219_200_000
+        });
+        for ms in edges.into_iter().chain(random) {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(t.to_rfc3339(), t.to_rfc3339_slow(), "{ms} ms");
+        }
+    }
 }

@@ -358,7 +358,7 @@ fn checked_text(line: &[u8]) -> Result<&str> {
             ),
         )
     })?;
-    let depth = nesting_depth(line);
+    let depth = crate::limits::nesting_depth(line);
     if depth > MAX_LINE_DEPTH {
         return Err(Error::invalid(
             "line",
@@ -368,38 +368,6 @@ fn checked_text(line: &[u8]) -> Result<&str> {
         ));
     }
     Ok(text)
-}
-
-fn nesting_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        i += 1;
-        match b {
-            // Strings are most of a line: jump from quote or backslash to the next one.
-            b'"' => loop {
-                let Some(rest) = bytes.get(i..) else {
-                    return max;
-                };
-                match memchr::memchr2(b'"', b'\\', rest) {
-                    Some(at) if rest.get(at) == Some(&b'\\') => i += at + 2,
-                    Some(at) => {
-                        i += at + 1;
-                        break;
-                    }
-                    // An unterminated string: the parser refuses the line anyway.
-                    None => return max,
-                }
-            },
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
 }
 
 #[derive(Serialize)]
