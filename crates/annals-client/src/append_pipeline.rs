@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use annals_core::{AppendResult, Result};
+use annals_core::{AppendRequest, AppendResult, Result};
 
 use crate::error;
 use crate::wire;
@@ -28,8 +28,8 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// The shared queue of one [`crate::HttpStore`].
 pub(crate) struct AppendPipeline {
     http: reqwest::Client,
-    single_url: String,
-    batch_url: String,
+    single_url: reqwest::Url,
+    batch_url: reqwest::Url,
     token: Option<String>,
     max_in_flight: usize,
     state: Mutex<State>,
@@ -43,6 +43,7 @@ struct State {
 
 struct Pending {
     body: Vec<u8>,
+    request: AppendRequest,
     reply: oneshot::Sender<Result<AppendResult>>,
 }
 
@@ -82,18 +83,41 @@ struct OutcomeIn<'a> {
     body: &'a RawValue,
 }
 
+/// Where a store's appends go, parsed once.
+#[derive(Clone)]
+pub(crate) struct AppendUrls {
+    single: reqwest::Url,
+    batch: reqwest::Url,
+}
+
+impl AppendUrls {
+    /// The append URLs of the store at `store_url`.
+    pub(crate) fn for_store(store_url: &str) -> Result<Self> {
+        // `echo=false`: the answers carry what the store decided, not the payloads the
+        // client just sent; the results are rebuilt from the requests.
+        let parse = |url: String| {
+            reqwest::Url::parse(&url)
+                .map_err(|e| error::connection(format!("bad server URL {url}: {e}")))
+        };
+        Ok(AppendUrls {
+            single: parse(format!("{store_url}/events?echo=false"))?,
+            batch: parse(format!("{store_url}/events/batch?echo=false"))?,
+        })
+    }
+}
+
 impl AppendPipeline {
     /// A pipeline for the store at `store_url`; `max_in_flight` of 0 is taken as 1.
     pub(crate) fn new(
         http: reqwest::Client,
-        store_url: &str,
+        urls: AppendUrls,
         token: Option<String>,
         max_in_flight: usize,
     ) -> Self {
         AppendPipeline {
             http,
-            single_url: format!("{store_url}/events"),
-            batch_url: format!("{store_url}/events/batch"),
+            single_url: urls.single,
+            batch_url: urls.batch,
             token,
             max_in_flight: max_in_flight.max(1),
             state: Mutex::new(State::default()),
@@ -105,10 +129,11 @@ impl AppendPipeline {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn post(&self, url: &str, body: Vec<u8>) -> RequestBuilder {
+    fn post(&self, url: &reqwest::Url, body: Vec<u8>) -> RequestBuilder {
+        // A parsed URL: parsing the string again for every append is measurable.
         let request = self
             .http
-            .post(url)
+            .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         match &self.token {
@@ -118,15 +143,23 @@ impl AppendPipeline {
     }
 
     /// Appends the JSON body of one `POST /events`.
-    pub(crate) async fn append(self: &Arc<Self>, body: Vec<u8>) -> Result<AppendResult> {
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        body: Vec<u8>,
+        request: AppendRequest,
+    ) -> Result<AppendResult> {
         let answer = {
             let mut state = self.lock();
             if state.in_flight < self.max_in_flight && state.queue.is_empty() {
                 state.in_flight += 1;
-                Err(body)
+                Err((body, request))
             } else {
                 let (reply, answer) = oneshot::channel();
-                state.queue.push_back(Pending { body, reply });
+                state.queue.push_back(Pending {
+                    body,
+                    request,
+                    reply,
+                });
                 Ok((answer, state.take_slot(self.max_in_flight)))
             }
         };
@@ -140,9 +173,9 @@ impl AppendPipeline {
                     .map_err(|_| error::connection("the append was abandoned before it was sent"))?
             }
             // Nothing queued and a slot free: this append goes out alone, at once.
-            Err(body) => {
+            Err((body, request)) => {
                 let _slot = Slot(Arc::clone(self));
-                self.send_single(body).await
+                self.send_single(body, request).await
             }
         }
     }
@@ -198,7 +231,7 @@ impl AppendPipeline {
         while let Some(mut batch) = self.next_batch() {
             if batch.len() == 1 {
                 if let Some(p) = batch.pop() {
-                    let result = self.send_single(p.body).await;
+                    let result = self.send_single(p.body, p.request).await;
                     let _ = p.reply.send(result);
                 }
                 tokio::task::yield_now().await;
@@ -217,6 +250,8 @@ impl AppendPipeline {
             match self.send_batch(body, batch.len()).await {
                 Ok(results) => {
                     for (p, result) in batch.into_iter().zip(results) {
+                        let result =
+                            result.and_then(|out| wire::brief_append_result(p.request, out));
                         let _ = p.reply.send(result);
                     }
                     tokio::task::yield_now().await;
@@ -233,14 +268,18 @@ impl AppendPipeline {
         }
     }
 
-    async fn send_single(&self, body: Vec<u8>) -> Result<AppendResult> {
-        let out: wire::AppendOut =
+    async fn send_single(&self, body: Vec<u8>, request: AppendRequest) -> Result<AppendResult> {
+        let out: wire::AppendBriefOut =
             crate::body(crate::send(self.post(&self.single_url, body)).await?).await?;
-        Ok(wire::append_result(out))
+        wire::brief_append_result(request, out)
     }
 
-    /// One result per append, in order.
-    async fn send_batch(&self, body: Vec<u8>, appends: usize) -> Result<Vec<Result<AppendResult>>> {
+    /// One answer per append, in order.
+    async fn send_batch(
+        &self,
+        body: Vec<u8>,
+        appends: usize,
+    ) -> Result<Vec<Result<wire::AppendBriefOut>>> {
         let response = crate::send(self.post(&self.batch_url, body)).await?;
         let bytes = response.bytes().await.map_err(error::connection)?;
         let out: BatchOut<'_> = serde_json::from_slice(&bytes)
@@ -256,8 +295,7 @@ impl AppendPipeline {
             .into_iter()
             .map(|r| {
                 if (200..300).contains(&r.status) {
-                    serde_json::from_str::<wire::AppendOut>(r.body.get())
-                        .map(wire::append_result)
+                    serde_json::from_str::<wire::AppendBriefOut>(r.body.get())
                         .map_err(|e| error::connection(format!("unreadable append answer: {e}")))
                 } else {
                     Err(error::from_body(r.status, r.body.get().as_bytes()))

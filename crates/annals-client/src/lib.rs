@@ -32,12 +32,15 @@ use serde::de::DeserializeOwned;
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Cursor, Error, EventFilter, EventStore, EventStream,
     KeyedSnapshot, ListStreams, NewStreamSnapshot, Position, ReadAll, ReadAllPage, ReadFrom,
-    RecordedEvent, Result, Secret, SecretQuery, StoreDescription, StreamId, StreamInfo, StreamPage,
-    StreamRead, StreamSnapshot, Subscribe, Version,
+    RecordedEvent, Result, Secret, SecretQuery, SnapshotKeyQuery, StoreDescription, StreamId,
+    StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe, Version,
 };
 use annals_core::{ImportBatch, ImportOutcome, OnConflict, SecretImport};
 
 pub use error::{ConnectionError, RemoteError};
+
+/// The most keyed snapshots the server answers per `GET /snapshot-keys`.
+const SNAPSHOT_PAGE: u64 = 1000;
 
 /// How many times in a row a subscription reconnects before it gives up.
 const MAX_RECONNECTS: u32 = 8;
@@ -46,6 +49,7 @@ const MAX_RECONNECTS: u32 = 8;
 pub struct HttpStore {
     http: reqwest::Client,
     store_url: String,
+    append_urls: append_pipeline::AppendUrls,
     name: String,
     token: Option<String>,
     closed: tokio::sync::watch::Sender<bool>,
@@ -166,15 +170,17 @@ impl HttpStore {
             base_url.trim_end_matches('/'),
             segment(store_name)
         );
+        let append_urls = append_pipeline::AppendUrls::for_store(&store_url)?;
         let appends = std::sync::Arc::new(append_pipeline::AppendPipeline::new(
             http.clone(),
-            &store_url,
+            append_urls.clone(),
             None,
             DEFAULT_MAX_APPENDS_IN_FLIGHT,
         ));
         Ok(HttpStore {
             http,
             store_url,
+            append_urls,
             name: store_name.to_owned(),
             token: None,
             closed: tokio::sync::watch::Sender::new(false),
@@ -218,7 +224,7 @@ impl HttpStore {
     fn rebuild_pipeline(&mut self) {
         self.appends = std::sync::Arc::new(append_pipeline::AppendPipeline::new(
             self.http.clone(),
-            &self.store_url,
+            self.append_urls.clone(),
             self.token.clone(),
             self.max_appends_in_flight,
         ));
@@ -298,16 +304,15 @@ impl EventStore for HttpStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        let body_in = wire::AppendIn {
-            commit_id: request.commit_id.as_deref(),
-            writes: request.writes.iter().map(wire::WriteIn::new).collect(),
-        };
+        // Overwrites and secret changes travel like any append (alone or in a batch):
+        // the server's append body carries both.
+        let body_in = wire::AppendIn::new(&request);
         let bytes =
             serde_json::to_vec(&body_in).map_err(|e| Error::invalid("payload", e.to_string()))?;
         if *self.closed.borrow() {
             return Err(Error::Closed);
         }
-        self.appends.append(bytes).await
+        self.appends.append(bytes, request).await
     }
 
     async fn read_stream(&self, stream: &StreamId, read: StreamRead) -> Result<Vec<RecordedEvent>> {
@@ -427,6 +432,62 @@ impl EventStore for HttpStore {
         }
     }
 
+    async fn list_snapshots(&self, query: SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>> {
+        let mut snapshots = Vec::new();
+        let mut start_after = query.start_after;
+        // The server answers pages of at most `SNAPSHOT_PAGE`; a larger (or no) limit
+        // takes several.
+        loop {
+            let want = match query.limit {
+                Some(limit) => (limit - snapshots.len() as u64).min(SNAPSHOT_PAGE),
+                None => SNAPSHOT_PAGE,
+            };
+            if want == 0 {
+                break;
+            }
+            let mut p = vec![("limit", want.to_string())];
+            if let Some(after) = &start_after {
+                p.push(("startAfter", after.clone()));
+            }
+            let page: wire::KeyedPageOut = self.get("/snapshot-keys", &p).await?;
+            let got = page.snapshots.len() as u64;
+            snapshots.extend(page.snapshots.into_iter().map(KeyedSnapshot::from));
+            match page.next_start_after {
+                Some(next) if got == want => start_after = Some(next),
+                _ => break,
+            }
+        }
+        Ok(snapshots)
+    }
+
+    async fn import_snapshots(&self, snapshots: Vec<KeyedSnapshot>) -> Result<u64> {
+        let payload = serde_json::json!({
+            "snapshots": snapshots
+                .iter()
+                .map(|s| wire::KeyedIn {
+                    key: &s.key,
+                    content: &s.content,
+                    timestamp: s.timestamp.as_millis(),
+                })
+                .collect::<Vec<_>>(),
+        });
+        let r = send(
+            self.request(Method::POST, "/snapshot-keys/import")?
+                .json(&payload),
+        )
+        .await?;
+        body::<wire::ImportedOut>(r).await.map(|o| o.imported)
+    }
+
+    async fn list_stream_snapshots(&self, stream: &StreamId) -> Result<Vec<StreamSnapshot>> {
+        let out: wire::StreamSnapshotsOut = self.get("/snapshots", &stream_params(stream)).await?;
+        Ok(out
+            .snapshots
+            .into_iter()
+            .map(StreamSnapshot::from)
+            .collect())
+    }
+
     async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
         let bytes = serde_json::to_vec(&wire::SnapshotIn::new(&snapshot))
             .map_err(|e| Error::invalid("data", e.to_string()))?;
@@ -523,6 +584,16 @@ impl EventStore for HttpStore {
         non_empty("event_id", event_id)?;
         let path = format!("/events/{}/dispatched", segment(event_id));
         send(self.request(Method::POST, &path)?).await.map(drop)
+    }
+
+    async fn mark_dispatched_at(&self, positions: &[Position]) -> Result<()> {
+        let payload = serde_json::json!({ "positions": positions });
+        send(
+            self.request(Method::POST, "/events/dispatched")?
+                .json(&payload),
+        )
+        .await
+        .map(drop)
     }
 
     fn subscribe(&self, request: Subscribe) -> EventStream {

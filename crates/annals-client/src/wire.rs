@@ -141,6 +141,48 @@ pub(crate) struct AppendIn<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) commit_id: Option<&'a str>,
     pub(crate) writes: Vec<WriteIn<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) overwrite: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) secret: Option<SecretChangeIn<'a>>,
+}
+
+impl<'a> AppendIn<'a> {
+    pub(crate) fn new(r: &'a annals_core::AppendRequest) -> Self {
+        AppendIn {
+            commit_id: r.commit_id.as_deref(),
+            writes: r.writes.iter().map(WriteIn::new).collect(),
+            overwrite: r.overwrite,
+            secret: r.secret.as_ref().map(SecretChangeIn::new),
+        }
+    }
+}
+
+/// The server's `secret` extension of an append body.
+#[derive(Serialize)]
+pub(crate) struct SecretChangeIn<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    delete: bool,
+}
+
+impl<'a> SecretChangeIn<'a> {
+    fn new(c: &'a annals_core::SecretChange) -> Self {
+        match c {
+            annals_core::SecretChange::Set { id, secret } => SecretChangeIn {
+                id,
+                secret: Some(secret),
+                delete: false,
+            },
+            annals_core::SecretChange::Delete { id } => SecretChangeIn {
+                id,
+                secret: None,
+                delete: true,
+            },
+        }
+    }
 }
 
 /// A stored event as received.
@@ -189,28 +231,82 @@ impl From<EventOut> for RecordedEvent {
     }
 }
 
-/// The append result an append answer describes.
-pub(crate) fn append_result(out: AppendOut) -> annals_core::AppendResult {
-    annals_core::AppendResult {
+/// One event of an append answer given with `?echo=false`: what the store decided.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BriefOut {
+    position: Position,
+    id: String,
+    version: Version,
+    timestamp: Timestamp,
+    commit_id: String,
+    #[serde(default)]
+    commit_sequence: u32,
+    #[serde(default)]
+    dispatched: bool,
+}
+
+/// An append answer given with `?echo=false`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AppendBriefOut {
+    commit_id: String,
+    events: Vec<BriefOut>,
+    head_position: Position,
+    #[serde(default)]
+    retried: bool,
+    secret: Option<SecretOut>,
+}
+
+/// The append result of `request`, from the brief answer: the events are rebuilt from
+/// what was sent (stream, type, payload, metadata, which the store keeps byte for byte)
+/// and what the store decided.
+pub(crate) fn brief_append_result(
+    request: annals_core::AppendRequest,
+    out: AppendBriefOut,
+) -> annals_core::Result<annals_core::AppendResult> {
+    if out.events.len() != request.event_count() {
+        return Err(crate::error::connection(format!(
+            "the append answer has {} events for {} sent",
+            out.events.len(),
+            request.event_count()
+        )));
+    }
+    let sent = request.writes.into_iter().flat_map(|w| {
+        let stream = w.stream;
+        w.events.into_iter().map(move |e| (stream.clone(), e))
+    });
+    let events = sent
+        .zip(out.events)
+        .map(|((stream, e), b)| RecordedEvent {
+            position: b.position,
+            id: b.id.into(),
+            stream,
+            version: b.version,
+            event_type: e.event_type.into(),
+            timestamp: b.timestamp,
+            payload: e.payload,
+            metadata: e.metadata,
+            commit_id: b.commit_id.into(),
+            commit_sequence: b.commit_sequence,
+            dispatched: b.dispatched,
+        })
+        .collect();
+    Ok(annals_core::AppendResult {
         commit_id: out.commit_id.into(),
-        events: recorded(out.events),
+        events,
         head_position: out.head_position,
         retried: out.retried,
-    }
+        secret: out.secret.map(|s| annals_core::Secret {
+            idx: s.idx,
+            id: s.id,
+            secret: s.secret,
+        }),
+    })
 }
 
 pub(crate) fn recorded(events: Vec<EventOut>) -> Vec<RecordedEvent> {
     events.into_iter().map(RecordedEvent::from).collect()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AppendOut {
-    pub(crate) commit_id: String,
-    pub(crate) events: Vec<EventOut>,
-    pub(crate) head_position: Position,
-    #[serde(default)]
-    pub(crate) retried: bool,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +449,41 @@ pub(crate) struct KeyedOut {
     pub(crate) key: String,
     pub(crate) content: String,
     pub(crate) timestamp: Timestamp,
+}
+
+impl From<KeyedOut> for annals_core::KeyedSnapshot {
+    fn from(k: KeyedOut) -> Self {
+        annals_core::KeyedSnapshot {
+            key: k.key,
+            content: k.content,
+            timestamp: k.timestamp,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KeyedPageOut {
+    pub(crate) snapshots: Vec<KeyedOut>,
+    pub(crate) next_start_after: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct KeyedIn<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) content: &'a str,
+    /// Milliseconds since the epoch (exact for every timestamp).
+    pub(crate) timestamp: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StreamSnapshotsOut {
+    pub(crate) snapshots: Vec<SnapshotOut>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ImportedOut {
+    pub(crate) imported: u64,
 }
 
 #[derive(Deserialize)]

@@ -112,3 +112,107 @@ async fn concurrent_appends_travel_together_and_keep_their_own_results() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrites_and_secret_changes_keep_their_meaning_in_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Server::bind(ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+            .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    let store = Arc::new(
+        HttpStore::new(&url, "q")
+            .unwrap()
+            .with_max_appends_in_flight(1),
+    );
+    store.create().await.unwrap();
+    let writers = 16u64;
+    for w in 0..writers {
+        store
+            .append_to_stream(
+                &StreamId::new(format!("s-{w}")),
+                ExpectedVersion::NoStream,
+                vec![ProposedEvent::new("Old", Json::null())],
+            )
+            .await
+            .unwrap();
+    }
+    // Concurrent writers: each overwrites version 1 of its stream and sets a secret with
+    // an event, so most of these travel in batches.
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("s-{w}"));
+            let fix = annals_core::AppendRequest::to_stream(
+                stream.clone(),
+                ExpectedVersion::Any,
+                vec![ProposedEvent::new("New", Json::from_value(&w).unwrap()).with_version(1)],
+            )
+            .overwriting();
+            let r = store.append(fix).await.unwrap();
+            assert_eq!((r.events[0].position, r.events[0].version), (w + 1, 1));
+            let set = annals_core::AppendRequest::to_stream(
+                stream.clone(),
+                ExpectedVersion::Exact(1),
+                vec![ProposedEvent::new("SET_SECRET", Json::null())],
+            )
+            .with_secret(annals_core::SecretChange::Set {
+                id: format!("k-{w}"),
+                secret: format!("v-{w}"),
+            });
+            let r = store.append(set).await.unwrap();
+            let secret = r.secret.expect("the stored secret comes back");
+            assert_eq!(
+                (secret.id.as_str(), secret.secret.as_deref()),
+                (format!("k-{w}").as_str(), Some(format!("v-{w}").as_str()))
+            );
+            assert_eq!(r.events[0].version, 2);
+            // The same id again: refused, and its event is not stored.
+            let again = annals_core::AppendRequest::to_stream(
+                stream,
+                ExpectedVersion::Any,
+                vec![ProposedEvent::new("Never", Json::null())],
+            )
+            .with_secret(annals_core::SecretChange::Set {
+                id: format!("k-{w}"),
+                secret: "x".into(),
+            });
+            let refused = store.append(again).await.unwrap_err();
+            assert!(
+                matches!(refused, Error::SecretAlreadyExists { .. }),
+                "{refused:?}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let described = store.describe().await.unwrap();
+    assert_eq!(described.event_count, 2 * writers);
+    assert_eq!(described.secret_count, writers);
+    for w in 0..writers {
+        let events = store
+            .read_stream(&StreamId::new(format!("s-{w}")), StreamRead::all())
+            .await
+            .unwrap();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["New", "SET_SECRET"]);
+        assert_eq!(events[0].position, w + 1);
+    }
+    let idx: std::collections::BTreeSet<u64> = store
+        .list_secrets(annals_core::SecretQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.idx)
+        .collect();
+    assert_eq!(idx, (0..writers).collect());
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

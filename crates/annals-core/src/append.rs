@@ -10,9 +10,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::limits::{check_json, check_name, MAX_EVENTS_PER_APPEND};
+use crate::limits::{check_json, check_name, check_text, MAX_EVENTS_PER_APPEND};
 use crate::model::{Position, ProposedEvent, RecordedEvent, StreamId, Text, Timestamp, Version};
-use crate::store::AppendRequest;
+use crate::store::{AppendRequest, Secret, SecretChange};
 
 /// The state the planner reads.
 pub trait AppendState {
@@ -20,6 +20,18 @@ pub trait AppendState {
     fn stream_version(&mut self, stream: &StreamId) -> Result<Version>;
     /// The stored event with this id, if any.
     fn event_by_id(&mut self, id: &str) -> Result<Option<RecordedEvent>>;
+    /// The stored event of `stream` at `version`, if any (asked only for
+    /// [`AppendRequest::overwrite`] requests).
+    fn event_at_version(
+        &mut self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<RecordedEvent>>;
+    /// The secret with this id, tombstones included (asked only for requests with a
+    /// [`AppendRequest::secret`]).
+    fn secret(&mut self, id: &str) -> Result<Option<Secret>>;
+    /// The idx the next new secret gets (asked only for [`SecretChange::Set`]).
+    fn next_secret_idx(&mut self) -> Result<u64>;
 }
 
 /// Where the store stands when a request is planned.
@@ -36,12 +48,21 @@ pub struct AppendCursor {
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendPlan {
-    /// Store these events (positions `head_position + 1 ..`, in order).
+    /// Store these events: new ones at positions `head_position + 1 ..` in order, and
+    /// replacements (overwrite) at the positions they carry, which are at or below
+    /// `head_position`. `events` is in request order.
     Write {
         /// The commit id.
         commit_id: Text,
-        /// The events to store.
+        /// The events to store, in request order.
         events: Vec<RecordedEvent>,
+        /// The stored events that `events` replace (overwrite), in the order of their
+        /// replacements in `events`: a backend drops their id and type index entries
+        /// before storing the replacement at the same position.
+        replaced: Vec<RecordedEvent>,
+        /// The secret to store with the events: a new one, or a tombstone for a
+        /// deletion.
+        secret: Option<Secret>,
     },
     /// An identical append was stored before: answer with its events, write nothing.
     Retry {
@@ -63,6 +84,14 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
     if let Some(commit_id) = &request.commit_id {
         check_name("commit_id", commit_id, true)?;
     }
+    match &request.secret {
+        Some(SecretChange::Set { id, secret }) => {
+            check_name("secret.id", id, true)?;
+            check_text("secret.secret", secret)?;
+        }
+        Some(SecretChange::Delete { id }) => check_name("secret.id", id, true)?,
+        None => {}
+    }
     let count = request.event_count();
     if count > MAX_EVENTS_PER_APPEND {
         return Err(Error::invalid(
@@ -71,16 +100,19 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
         ));
     }
     let mut streams = HashSet::new();
-    let mut ids: HashMap<&str, String> = HashMap::new();
+    // Where each id was first seen (write, event); field names are built only for errors.
+    let mut ids: HashMap<&str, (usize, usize)> = HashMap::new();
     for (w, write) in request.writes.iter().enumerate() {
         let s = &write.stream;
-        check_name(&format!("writes[{w}].stream.id"), &s.id, true)?;
-        check_name(
-            &format!("writes[{w}].stream.aggregate"),
-            &s.aggregate,
-            false,
-        )?;
-        check_name(&format!("writes[{w}].stream.context"), &s.context, false)?;
+        named(check_name("", &s.id, true), || {
+            format!("writes[{w}].stream.id")
+        })?;
+        named(check_name("", &s.aggregate, false), || {
+            format!("writes[{w}].stream.aggregate")
+        })?;
+        named(check_name("", &s.context, false), || {
+            format!("writes[{w}].stream.context")
+        })?;
         if !streams.insert(s) {
             return Err(Error::invalid(
                 format!("writes[{w}].stream"),
@@ -90,18 +122,23 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
         for (e, event) in write.events.iter().enumerate() {
             let field = |name: &str| format!("writes[{w}].events[{e}].{name}");
             if let Some(id) = &event.id {
-                check_name(&field("id"), id, true)?;
-                if let Some(first) = ids.insert(id, field("id")) {
+                named(check_name("", id, true), || field("id"))?;
+                if let Some((fw, fe)) = ids.insert(id, (w, e)) {
                     return Err(Error::invalid(
                         field("id"),
-                        format!("repeats the id {id:?} of {first}"),
+                        format!("repeats the id {id:?} of writes[{fw}].events[{fe}].id"),
                     ));
                 }
             }
-            check_name(&field("type"), &event.event_type, false)?;
-            check_json(&field("payload"), event.payload.as_bytes()).map_err(|e| in_stream(e, s))?;
-            check_json(&field("metadata"), event.metadata.as_bytes())
-                .map_err(|e| in_stream(e, s))?;
+            named(check_name("", &event.event_type, false), || field("type"))?;
+            named(check_json("", event.payload.as_bytes()), || {
+                field("payload")
+            })
+            .map_err(|e| in_stream(e, s))?;
+            named(check_json("", event.metadata.as_bytes()), || {
+                field("metadata")
+            })
+            .map_err(|e| in_stream(e, s))?;
             if event.version == Some(0) {
                 return Err(Error::invalid(
                     field("version"),
@@ -111,6 +148,18 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives the error of a check run with a placeholder field name the real field name,
+/// built only when the check failed (validation runs on every append).
+fn named(check: Result<()>, field: impl FnOnce() -> String) -> Result<()> {
+    check.map_err(|err| match err {
+        Error::InvalidInput { reason, .. } => Error::InvalidInput {
+            field: field(),
+            reason,
+        },
+        other => other,
+    })
 }
 
 fn in_stream(err: Error, stream: &StreamId) -> Error {
@@ -136,15 +185,39 @@ fn same_content(stored: &RecordedEvent, stream: &StreamId, proposed: &ProposedEv
 ///
 /// `now` is the wall-clock time to assign to events without a timestamp (it is raised
 /// to the previous event's timestamp so timestamps never decrease along positions).
+///
+/// Order of checks: a request with a secret change checks the freeze flag and then the
+/// secret first (it is never a retry: an event id already stored is
+/// [`Error::DuplicateEventId`], even with the same content); any other request is first
+/// matched against stored events for an idempotent retry, then refused when frozen. The
+/// events' own checks (expectations, versions) follow.
 pub fn plan(
     state: &mut dyn AppendState,
     at: AppendCursor,
     request: AppendRequest,
     now: Timestamp,
 ) -> Result<AppendPlan> {
-    if let Some(events) = find_retry(state, &request)? {
-        return Ok(AppendPlan::Retry { events });
-    }
+    let secret = match &request.secret {
+        Some(change) => {
+            if at.frozen {
+                return Err(Error::Frozen);
+            }
+            let secret = plan_secret(state, change)?;
+            // Never a retry: events that are already stored would be stored twice.
+            if let Some(stored) = find_retry(state, &request)? {
+                return Err(Error::DuplicateEventId {
+                    id: stored[0].id.to_string(),
+                });
+            }
+            Some(secret)
+        }
+        None => {
+            if let Some(events) = find_retry(state, &request)? {
+                return Ok(AppendPlan::Retry { events });
+            }
+            None
+        }
+    };
     let count = request.event_count();
     if at.frozen && count > 0 {
         return Err(Error::Frozen);
@@ -153,20 +226,53 @@ pub fn plan(
         .commit_id
         .unwrap_or_else(|| uuid_text(uuid::Uuid::now_v7()))
         .into();
+    let overwrite = request.overwrite;
     let mut events = Vec::with_capacity(count);
+    let mut replaced = Vec::new();
     let mut position = at.head_position;
     let mut last_timestamp = at.last_timestamp;
     let mut sequence: u32 = 0;
     for write in request.writes {
-        let mut version = state.stream_version(&write.stream)?;
-        if !write.expected.accepts(version) {
+        let current = state.stream_version(&write.stream)?;
+        if !write.expected.accepts(current) {
             return Err(Error::WrongExpectedVersion {
                 stream: write.stream,
                 expected: write.expected,
-                actual: version,
+                actual: current,
             });
         }
+        let mut version = current;
+        let mut last_replaced: Version = 0;
         for proposed in write.events {
+            if let Some(v) = proposed.version.filter(|v| overwrite && *v <= current) {
+                let old = match state.event_at_version(&write.stream, v)? {
+                    Some(old) if v > last_replaced => old,
+                    _ => {
+                        return Err(Error::VersionConflict {
+                            stream: write.stream,
+                            version: v,
+                            current,
+                        })
+                    }
+                };
+                last_replaced = v;
+                events.push(RecordedEvent {
+                    position: old.position,
+                    id: proposed.id.map_or_else(|| old.id.clone(), Text::from),
+                    stream: write.stream.clone(),
+                    version: v,
+                    event_type: proposed.event_type.into(),
+                    timestamp: proposed.timestamp.unwrap_or(old.timestamp),
+                    payload: proposed.payload,
+                    metadata: proposed.metadata,
+                    commit_id: commit_id.clone(),
+                    commit_sequence: sequence,
+                    dispatched: old.dispatched,
+                });
+                replaced.push(old);
+                sequence += 1;
+                continue;
+            }
             version = match proposed.version {
                 Some(v) if v <= version => {
                     return Err(Error::VersionConflict {
@@ -202,7 +308,34 @@ pub fn plan(
             sequence += 1;
         }
     }
-    Ok(AppendPlan::Write { commit_id, events })
+    Ok(AppendPlan::Write {
+        commit_id,
+        events,
+        replaced,
+        secret,
+    })
+}
+
+/// The secret a [`SecretChange`] stores: a new secret at the next idx, or the
+/// tombstone of a deleted one.
+fn plan_secret(state: &mut dyn AppendState, change: &SecretChange) -> Result<Secret> {
+    match change {
+        SecretChange::Set { id, secret } => match state.secret(id)? {
+            Some(_) => Err(Error::SecretAlreadyExists { id: id.clone() }),
+            None => Ok(Secret {
+                idx: state.next_secret_idx()?,
+                id: id.clone(),
+                secret: Some(secret.clone()),
+            }),
+        },
+        SecretChange::Delete { id } => match state.secret(id)? {
+            Some(stored) if stored.secret.is_some() => Ok(Secret {
+                secret: None,
+                ..stored
+            }),
+            _ => Err(Error::not_found("secret", id)),
+        },
+    }
 }
 
 /// `Some(stored events)` when the request is an exact retry of a stored append;
@@ -213,6 +346,9 @@ fn find_retry(
 ) -> Result<Option<Vec<RecordedEvent>>> {
     let mut found = Vec::new();
     let mut unknown = false;
+    // Under overwrite: found events the request names by their own version, i.e.
+    // identical replacements rather than a replay of an earlier append.
+    let mut replacements = 0;
     for write in &request.writes {
         for proposed in &write.events {
             let Some(id) = &proposed.id else {
@@ -221,7 +357,19 @@ fn find_retry(
             };
             match state.event_by_id(id)? {
                 Some(stored) if same_content(&stored, &write.stream, proposed) => {
+                    if request.overwrite && proposed.version == Some(stored.version) {
+                        replacements += 1;
+                    }
                     found.push(stored)
+                }
+                // Under overwrite, the id of the very event being replaced is the
+                // replacement's own, not a duplicate.
+                Some(stored)
+                    if request.overwrite
+                        && stored.stream == write.stream
+                        && proposed.version == Some(stored.version) =>
+                {
+                    unknown = true
                 }
                 Some(_) => return Err(Error::DuplicateEventId { id: id.clone() }),
                 None => unknown = true,
@@ -231,6 +379,7 @@ fn find_retry(
     match (found.is_empty(), unknown) {
         (true, _) => Ok(None),
         (false, false) => Ok(Some(found)),
+        (false, true) if replacements == found.len() => Ok(None),
         (false, true) => Err(Error::DuplicateEventId {
             id: found[0].id.to_string(),
         }),

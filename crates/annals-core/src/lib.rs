@@ -58,7 +58,7 @@ pub use query::{
 };
 pub use store::{
     AppendRequest, AppendResult, Capabilities, EventStore, EventStream, KeyedSnapshot,
-    NewStreamSnapshot, Secret, SecretQuery, StoreDescription, StreamSnapshot, StreamWrite,
-    Subscribe,
+    NewStreamSnapshot, Secret, SecretChange, SecretQuery, SnapshotKeyQuery, StoreDescription,
+    StreamSnapshot, StreamWrite, Subscribe,
 };
 pub use store::{ImportBatch, ImportOutcome, OnConflict, SecretImport};

@@ -6,6 +6,7 @@
 //! operation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -19,13 +20,14 @@ use crate::limits::{check_name, check_text};
 use crate::model::{Direction, Position, RecordedEvent, StreamId, Timestamp, Version};
 use crate::query::{ListStreams, ReadAll, ReadAllPage, StreamInfo, StreamPage, StreamRead};
 use crate::rules::{
-    check_stream, check_stream_read, check_stream_snapshot, page_streams, secret_matches,
+    check_keyed_snapshots, check_stream, check_stream_read, check_stream_snapshot, page_streams,
+    secret_matches,
 };
 use crate::scan::PageCollector;
 use crate::store::{
     AppendRequest, AppendResult, Capabilities, EventStore, EventStream, ImportBatch, ImportOutcome,
     KeyedSnapshot, NewStreamSnapshot, OnConflict, Secret, SecretImport, SecretQuery,
-    StoreDescription, StreamSnapshot, Subscribe,
+    SnapshotKeyQuery, StoreDescription, StreamSnapshot, Subscribe,
 };
 use crate::subscription::{subscription, PageReader};
 
@@ -68,6 +70,30 @@ impl State {
 }
 
 impl State {
+    /// Replaces the event at `old.position` with `new` (overwrite).
+    fn replace_event(&mut self, old: &RecordedEvent, new: RecordedEvent) {
+        self.ids.remove(old.id.as_str());
+        self.ids.insert(new.id.to_string(), new.position);
+        if new.version == 1 {
+            if let Some(info) = self
+                .streams
+                .get_mut(&new.stream)
+                .and_then(|s| s.info.as_mut())
+            {
+                info.first_timestamp = new.timestamp;
+            }
+        }
+        let at = (new.position - 1) as usize;
+        self.events[at] = new;
+    }
+
+    /// Stores a secret (new, or the tombstone of a deleted one).
+    fn store_secret(&mut self, secret: Secret) {
+        self.next_secret_idx = self.next_secret_idx.max(secret.idx + 1);
+        self.secret_ids.insert(secret.id.clone(), secret.idx);
+        self.secrets.insert(secret.idx, secret);
+    }
+
     /// Stores one planned event (its position is `head + 1`).
     fn store_event(&mut self, e: RecordedEvent) {
         self.ids.insert(e.id.to_string(), e.position);
@@ -138,6 +164,31 @@ impl AppendState for View<'_> {
             .ids
             .get(id)
             .map(|p| self.0.events[(*p - 1) as usize].clone()))
+    }
+
+    fn event_at_version(
+        &mut self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<RecordedEvent>> {
+        Ok(self.0.streams.get(stream).and_then(|s| {
+            s.versions
+                .binary_search_by_key(&version, |(v, _)| *v)
+                .ok()
+                .map(|i| self.0.events[(s.versions[i].1 - 1) as usize].clone())
+        }))
+    }
+
+    fn secret(&mut self, id: &str) -> Result<Option<Secret>> {
+        Ok(self
+            .0
+            .secret_ids
+            .get(id)
+            .and_then(|idx| self.0.secrets.get(idx).cloned()))
+    }
+
+    fn next_secret_idx(&mut self) -> Result<u64> {
+        Ok(self.0.next_secret_idx)
     }
 }
 
@@ -284,10 +335,27 @@ impl EventStore for MemoryStore {
                 events,
                 head_position: state.head(),
                 retried: true,
+                secret: None,
             }),
-            AppendPlan::Write { commit_id, events } => {
+            AppendPlan::Write {
+                commit_id,
+                events,
+                replaced,
+                secret,
+            } => {
+                let head_before = state.head();
+                let mut replaced = replaced.iter();
                 for e in &events {
-                    state.store_event(e.clone());
+                    if e.position <= head_before {
+                        if let Some(old) = replaced.next() {
+                            state.replace_event(old, e.clone());
+                        }
+                    } else {
+                        state.store_event(e.clone());
+                    }
+                }
+                if let Some(secret) = &secret {
+                    state.store_secret(secret.clone());
                 }
                 let head = state.head();
                 drop(state);
@@ -297,6 +365,7 @@ impl EventStore for MemoryStore {
                     events,
                     head_position: head,
                     retried: false,
+                    secret,
                 })
             }
         }
@@ -398,6 +467,33 @@ impl EventStore for MemoryStore {
         Ok(state.snapshots.remove(key).is_some())
     }
 
+    async fn list_snapshots(&self, query: SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>> {
+        if let Some(after) = &query.start_after {
+            check_name("start_after", after, true)?;
+        }
+        let state = self.lock();
+        state.open()?;
+        let limit = query.limit.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize;
+        let range = match &query.start_after {
+            Some(after) => state
+                .snapshots
+                .range::<str, _>((Bound::Excluded(after.as_str()), Bound::Unbounded)),
+            None => state.snapshots.range::<str, _>(..),
+        };
+        Ok(range.take(limit).map(|(_, s)| s.clone()).collect())
+    }
+
+    async fn import_snapshots(&self, snapshots: Vec<KeyedSnapshot>) -> Result<u64> {
+        check_keyed_snapshots(&snapshots)?;
+        let mut state = self.lock();
+        state.open()?;
+        let count = snapshots.len() as u64;
+        for s in snapshots {
+            state.snapshots.insert(s.key.clone(), s);
+        }
+        Ok(count)
+    }
+
     async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
         let snapshot = check_stream_snapshot(snapshot)?;
         let mut state = self.lock();
@@ -446,6 +542,18 @@ impl EventStore for MemoryStore {
             }
         });
         Ok(deleted)
+    }
+
+    async fn list_stream_snapshots(&self, stream: &StreamId) -> Result<Vec<StreamSnapshot>> {
+        check_stream(stream)?;
+        let state = self.lock();
+        state.open()?;
+        Ok(state
+            .stream_snapshots
+            .iter()
+            .filter(|(_, s)| s.stream == *stream)
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 
     async fn set_secret(&self, id: &str, secret: &str) -> Result<Secret> {
@@ -517,6 +625,19 @@ impl EventStore for MemoryStore {
             return Err(Error::not_found("event", event_id));
         };
         state.events[(position - 1) as usize].dispatched = true;
+        Ok(())
+    }
+
+    async fn mark_dispatched_at(&self, positions: &[Position]) -> Result<()> {
+        let mut state = self.lock();
+        state.open()?;
+        let head = state.head();
+        if let Some(p) = positions.iter().find(|p| **p == 0 || **p > head) {
+            return Err(Error::not_found("event", format!("position {p}")));
+        }
+        for p in positions {
+            state.events[(*p - 1) as usize].dispatched = true;
+        }
         Ok(())
     }
 

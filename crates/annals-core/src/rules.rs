@@ -3,10 +3,10 @@
 //! new backend reuses them instead of re-deriving them.
 
 use crate::error::{Error, Result};
-use crate::limits::{check_json, check_name};
+use crate::limits::{check_json, check_name, check_text};
 use crate::model::{StreamId, Timestamp};
 use crate::query::{ListStreams, StreamInfo, StreamPage, StreamRead};
-use crate::store::{NewStreamSnapshot, Secret, SecretQuery, StreamSnapshot};
+use crate::store::{KeyedSnapshot, NewStreamSnapshot, Secret, SecretQuery, StreamSnapshot};
 use crate::StreamPageToken;
 
 /// Checks a stream id's fields against the limits.
@@ -73,6 +73,31 @@ pub fn check_stream_snapshot(snapshot: NewStreamSnapshot) -> Result<StreamSnapsh
         data: snapshot.data,
         timestamp: snapshot.timestamp.unwrap_or_else(Timestamp::now),
     })
+}
+
+/// Validates keyed snapshots to import: every key and content within the limits, no key
+/// twice (the error names the index).
+///
+/// ```
+/// use annals_core::{rules::check_keyed_snapshots, KeyedSnapshot, Timestamp};
+/// let s = |k: &str| KeyedSnapshot { key: k.into(), content: "{}".into(), timestamp: Timestamp::from_millis(0) };
+/// assert!(check_keyed_snapshots(&[s("a"), s("b")]).is_ok());
+/// let err = check_keyed_snapshots(&[s("a"), s("a")]).unwrap_err();
+/// assert!(err.to_string().contains("snapshots[1].key"));
+/// ```
+pub fn check_keyed_snapshots(snapshots: &[KeyedSnapshot]) -> Result<()> {
+    let mut keys = std::collections::HashSet::new();
+    for (i, s) in snapshots.iter().enumerate() {
+        check_name(&format!("snapshots[{i}].key"), &s.key, true)?;
+        check_text(&format!("snapshots[{i}].content"), &s.content)?;
+        if !keys.insert(s.key.as_str()) {
+            return Err(Error::invalid(
+                format!("snapshots[{i}].key"),
+                format!("the key {:?} appears twice", s.key),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a secret is selected by the query's id list and tombstone flag.

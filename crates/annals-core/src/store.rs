@@ -44,6 +44,50 @@ pub struct AppendRequest {
     pub commit_id: Option<String>,
     /// One entry per stream (a stream may appear once).
     pub writes: Vec<StreamWrite>,
+    /// Replace in place (castore's `force`, API.md's `overwrite`): an event whose
+    /// `version` is already stored in its stream replaces the stored event instead of
+    /// conflicting. See [`AppendRequest::overwriting`] for the exact rules.
+    pub overwrite: bool,
+    /// A secret set or deleted in the same commit as the events (reSolve writes a
+    /// `SET_SECRET` event with the secret): both are stored, or neither.
+    pub secret: Option<SecretChange>,
+}
+
+/// A secret written atomically with an append ([`AppendRequest::secret`]).
+///
+/// ```
+/// let c = annals_core::SecretChange::Set { id: "user-1".into(), secret: "k".into() };
+/// assert_eq!(c.id(), "user-1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretChange {
+    /// Store a secret under a new id ([`Error::SecretAlreadyExists`] when the id was
+    /// ever used, deleted or not).
+    Set {
+        /// The secret's id.
+        id: String,
+        /// Its value.
+        secret: String,
+    },
+    /// Erase a secret's value, keeping a tombstone ([`Error::NotFound`] when unknown or
+    /// already deleted).
+    Delete {
+        /// The secret's id.
+        id: String,
+    },
+}
+
+impl SecretChange {
+    /// The id of the secret it changes.
+    ///
+    /// ```
+    /// assert_eq!(annals_core::SecretChange::Delete { id: "k".into() }.id(), "k");
+    /// ```
+    pub fn id(&self) -> &str {
+        match self {
+            SecretChange::Set { id, .. } | SecretChange::Delete { id } => id,
+        }
+    }
 }
 
 impl AppendRequest {
@@ -65,6 +109,8 @@ impl AppendRequest {
                 expected,
                 events,
             }],
+            overwrite: false,
+            secret: None,
         }
     }
 
@@ -99,6 +145,52 @@ impl AppendRequest {
         self
     }
 
+    /// Turns on in-place replacement (API.md `overwrite: true`, castore's `force`).
+    ///
+    /// With it, an event whose `version` is at or below its stream's current version
+    /// replaces the stored event of that version: the stored event keeps its position
+    /// and version, and takes the new type, payload, metadata and this request's commit
+    /// id; its id becomes the proposed id (the old id when none is proposed, and the old
+    /// id is then free again); its timestamp becomes the proposed timestamp (the old
+    /// one when none is proposed); its dispatch mark is kept. Replaced versions of one
+    /// stream must increase along the request; a version inside a gap of the stream
+    /// (never stored) is [`Error::VersionConflict`]. Every other event is appended as
+    /// usual, after the stream's current version, and the expectation is checked
+    /// against the version before the request. Subscriptions that already delivered a
+    /// replaced position do not deliver it again: replacement is a repair tool, not a
+    /// way to publish. The result lists every event in request order, replaced ones at
+    /// their old positions.
+    ///
+    /// ```
+    /// use annals_core::{AppendRequest, ExpectedVersion, Json, ProposedEvent, StreamId};
+    /// let fix = ProposedEvent::new("Opened", Json::from_raw(r#"{"owner":"ann"}"#)).with_version(1);
+    /// let r = AppendRequest::to_stream(StreamId::new("acc-1"), ExpectedVersion::Any, vec![fix])
+    ///     .overwriting();
+    /// assert!(r.overwrite);
+    /// ```
+    pub fn overwriting(mut self) -> Self {
+        self.overwrite = true;
+        self
+    }
+
+    /// Sets or deletes a secret in the same commit as the events.
+    ///
+    /// A request with a secret change is never an idempotent retry: the change is
+    /// checked first (frozen store, id in use, unknown or deleted id) and when it is
+    /// refused nothing is written. A request with a secret change and no events is a
+    /// plain secret write.
+    ///
+    /// ```
+    /// use annals_core::{AppendRequest, SecretChange};
+    /// let r = AppendRequest::default()
+    ///     .with_secret(SecretChange::Set { id: "user-1".into(), secret: "k".into() });
+    /// assert_eq!(r.secret.as_ref().map(|s| s.id()), Some("user-1"));
+    /// ```
+    pub fn with_secret(mut self, change: SecretChange) -> Self {
+        self.secret = Some(change);
+        self
+    }
+
     /// How many events the request carries.
     ///
     /// ```
@@ -120,13 +212,16 @@ pub struct AppendResult {
     pub head_position: Position,
     /// Whether this was an idempotent retry that wrote nothing.
     pub retried: bool,
+    /// The secret as stored by the request's [`SecretChange`] (a tombstone for a
+    /// deletion); `None` when the request carried none.
+    pub secret: Option<Secret>,
 }
 
 impl AppendResult {
     /// The position of the last event appended (0 when the append was empty).
     ///
     /// ```
-    /// let r = annals_core::AppendResult { commit_id: "c".into(), events: vec![], head_position: 3, retried: false };
+    /// let r = annals_core::AppendResult { commit_id: "c".into(), events: vec![], head_position: 3, retried: false, secret: None };
     /// assert_eq!(r.last_position(), 0);
     /// ```
     pub fn last_position(&self) -> Position {
@@ -178,6 +273,20 @@ pub struct KeyedSnapshot {
     pub content: String,
     /// When it was saved.
     pub timestamp: Timestamp,
+}
+
+/// A page of keyed snapshots, in key order (bytewise).
+///
+/// ```
+/// let q = annals_core::SnapshotKeyQuery { start_after: Some("user-9".into()), limit: Some(100) };
+/// assert_eq!(q.limit, Some(100));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotKeyQuery {
+    /// Only keys strictly after this one.
+    pub start_after: Option<String>,
+    /// At most this many; `None` = all.
+    pub limit: Option<u64>,
 }
 
 /// A snapshot of one stream's state at a version (node-eventstore's `createSnapshot`).
@@ -459,6 +568,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// Deletes a keyed snapshot; `false` when there was none.
     async fn drop_snapshot(&self, key: &str) -> Result<bool>;
 
+    /// Keyed snapshots in key order (bytewise), for copies and listings.
+    async fn list_snapshots(&self, query: SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>>;
+
+    /// Stores keyed snapshots recorded elsewhere, keeping their timestamps and replacing
+    /// snapshots with the same key: all or nothing. Returns how many were stored.
+    /// Allowed while frozen (it is the maintenance path).
+    async fn import_snapshots(&self, snapshots: Vec<KeyedSnapshot>) -> Result<u64>;
+
     /// Saves a stream snapshot.
     async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot>;
 
@@ -473,6 +590,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Keeps the `keep` most recently saved snapshots of `stream`; returns how many were
     /// deleted.
     async fn prune_stream_snapshots(&self, stream: &StreamId, keep: usize) -> Result<u64>;
+
+    /// Every snapshot of `stream`, oldest save first (saving them in this order into
+    /// another store reproduces `latest_stream_snapshot` and pruning there).
+    async fn list_stream_snapshots(&self, stream: &StreamId) -> Result<Vec<StreamSnapshot>>;
 
     /// Stores a secret under a new id; ids are never reused, even after deletion.
     async fn set_secret(&self, id: &str, secret: &str) -> Result<Secret>;
@@ -489,6 +610,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Marks an event dispatched (idempotent). [`Error::NotFound`] when the id is unknown.
     async fn mark_dispatched(&self, event_id: &str) -> Result<()>;
+
+    /// Marks the events at these positions dispatched, in one write (a publisher's
+    /// batch): all or nothing, idempotent, any order, duplicates allowed.
+    /// [`Error::NotFound`] (thing `"event"`, id `"position N"`) when a position holds no
+    /// event (0 or above the head); nothing is marked then.
+    async fn mark_dispatched_at(&self, positions: &[Position]) -> Result<()>;
 
     /// Catch-up, then live: every matching event after `from`, in position order, with no
     /// gap and no duplicate. Memory is bounded: the stream reads a page at a time and

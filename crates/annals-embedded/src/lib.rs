@@ -19,6 +19,9 @@
 //! Readers and subscribers only ever see events that are durable: the head position is
 //! announced after the commit returns.
 //!
+//! An append's replacements (`overwrite`) and its secret change are part of its atomic,
+//! fsynced batch; `mark_dispatched_at` and `import_snapshots` are one durable write each.
+//!
 //! Maintenance follows the same contract: each `import_events` batch (and each
 //! `import_secrets` call) is one durable commit, fsynced before it returns.
 //! `clear_events` first commits a durable "clearing" mark, then empties the event tables
@@ -65,13 +68,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use annals_core::limits::{check_name, check_text};
-use annals_core::rules::{check_stream, check_stream_read};
+use annals_core::rules::{check_keyed_snapshots, check_stream, check_stream_read};
 use annals_core::subscription::{subscription, PageReader, CLOSED};
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, ImportBatch,
     ImportOutcome, KeyedSnapshot, ListStreams, NewStreamSnapshot, OnConflict, Position, ReadAll,
-    ReadAllPage, RecordedEvent, Result, Secret, SecretImport, SecretQuery, StoreDescription,
-    StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe, Version,
+    ReadAllPage, RecordedEvent, Result, Secret, SecretImport, SecretQuery, SnapshotKeyQuery,
+    StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe,
+    Version,
 };
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -123,15 +127,41 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Makes newly committed events visible to readers: the tail cache first, then the
-    /// head, so a reader that sees the new head finds every event below it.
+    /// The shared state of a store opened over `engine`, as recovered.
+    fn new(
+        dir: &Path,
+        engine: Arc<dyn Engine>,
+        counters: &Counters,
+        dispatch: &read::DispatchState,
+        tail_cache_bytes: usize,
+    ) -> Self {
+        Shared {
+            engine: RwLock::new(Some(engine)),
+            dir: dir.to_path_buf(),
+            head: watch::Sender::new(counters.head),
+            published: AtomicU64::new(counters.head),
+            counters: RwLock::new(counters.clone()),
+            dispatch: RwLock::new(dispatch.clone()),
+            tail: RwLock::new(read::TailCache::new(tail_cache_bytes)),
+            closed: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+        }
+    }
+
+    /// Makes newly committed events (and replacements of held ones) visible to readers:
+    /// the tail cache first, then the head, so a reader that sees the new head finds
+    /// every event below it, and no reader is served a replaced event from memory.
     fn publish_events<'a>(
         &self,
         counters: &Counters,
         events: impl Iterator<Item = &'a RecordedEvent>,
+        replaced: impl Iterator<Item = &'a RecordedEvent>,
     ) {
         if let Ok(mut tail) = self.tail.write() {
             tail.push(events);
+            for e in replaced {
+                tail.replace(e);
+            }
         }
         self.publish(counters);
     }
@@ -269,17 +299,13 @@ impl EmbeddedStore {
     /// Starts a store over any engine (the fault-injection tests wrap the real one).
     fn from_engine(dir: &Path, engine: Arc<dyn Engine>, options: EmbeddedOptions) -> Result<Self> {
         let (counters, dispatch) = writer::recover(&*engine)?;
-        let shared = Arc::new(Shared {
-            engine: RwLock::new(Some(engine.clone())),
-            dir: dir.to_path_buf(),
-            head: watch::Sender::new(counters.head),
-            published: AtomicU64::new(counters.head),
-            counters: RwLock::new(counters.clone()),
-            dispatch: RwLock::new(dispatch.clone()),
-            tail: RwLock::new(read::TailCache::new(options.tail_cache_bytes)),
-            closed: AtomicBool::new(false),
-            poisoned: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(
+            dir,
+            engine.clone(),
+            &counters,
+            &dispatch,
+            options.tail_cache_bytes,
+        ));
         let (commands, receiver) = crossbeam_channel::unbounded();
         let writer = Writer::new(shared.clone(), engine, counters, dispatch);
         std::thread::Builder::new()
@@ -437,6 +463,21 @@ impl EventStore for EmbeddedStore {
         self.send(|reply| Command::DropSnapshot(key, reply)).await
     }
 
+    async fn list_snapshots(&self, query: SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>> {
+        if let Some(after) = &query.start_after {
+            check_name("start_after", after, true)?;
+        }
+        self.blocking(move |s| read::list_snapshots(&*s.engine()?, &query))
+            .await
+    }
+
+    async fn import_snapshots(&self, snapshots: Vec<KeyedSnapshot>) -> Result<u64> {
+        self.check_writable()?;
+        check_keyed_snapshots(&snapshots)?;
+        self.send(|reply| Command::ImportSnapshots(snapshots, reply))
+            .await
+    }
+
     async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
         let snapshot = writer::snapshot_command(snapshot)?;
         self.send(|reply| Command::SaveStreamSnapshot(snapshot, reply))
@@ -458,6 +499,13 @@ impl EventStore for EmbeddedStore {
         check_stream(stream)?;
         let stream = stream.clone();
         self.send(|reply| Command::PruneStreamSnapshots(stream, keep, reply))
+            .await
+    }
+
+    async fn list_stream_snapshots(&self, stream: &StreamId) -> Result<Vec<StreamSnapshot>> {
+        check_stream(stream)?;
+        let stream = stream.clone();
+        self.blocking(move |s| read::list_stream_snapshots(&*s.engine()?, &stream))
             .await
     }
 
@@ -489,6 +537,12 @@ impl EventStore for EmbeddedStore {
         check_name("event_id", event_id, true)?;
         let id = event_id.to_owned();
         self.send(|reply| Command::MarkDispatched(id, reply)).await
+    }
+
+    async fn mark_dispatched_at(&self, positions: &[Position]) -> Result<()> {
+        let positions = positions.to_vec();
+        self.send(|reply| Command::MarkDispatchedAt(positions, reply))
+            .await
     }
 
     async fn import_events(&self, batch: ImportBatch) -> Result<ImportOutcome> {
@@ -824,6 +878,178 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.events[0].position, 1);
+    }
+
+    fn with_tail(tail_cache_bytes: usize) -> EmbeddedOptions {
+        EmbeddedOptions {
+            cache_bytes: 1 << 20,
+            tail_cache_bytes,
+            max_journal_bytes: 64 << 20,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overwritten_events_are_never_served_old_from_memory_or_after_reopening() {
+        for tail in [64 << 20, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open_with(dir.path(), with_tail(tail)).unwrap();
+            let s = StreamId::new("s");
+            let appended = store
+                .append_to_stream(&s, ExpectedVersion::Any, vec![event(1), event(2), event(3)])
+                .await
+                .unwrap();
+            let generated: Vec<String> = appended.events.iter().map(|e| e.id.to_string()).collect();
+            // Warm every cache with the old content.
+            assert_eq!(read_ids(&store).await, generated);
+            store.mark_dispatched_at(&[3, 3]).await.unwrap();
+
+            let fix = |n: u32| {
+                ProposedEvent::new("Fixed", Json::from_raw(format!("{{\"fixed\":{n}}}")))
+                    .with_version(u64::from(n))
+            };
+            store
+                .append(
+                    AppendRequest::to_stream(
+                        s.clone(),
+                        ExpectedVersion::Exact(3),
+                        vec![fix(2).with_id("fix-2"), fix(3)],
+                    )
+                    .overwriting(),
+                )
+                .await
+                .unwrap();
+            let expected = vec![generated[0].clone(), "fix-2".into(), generated[2].clone()];
+            assert_eq!(read_ids(&store).await, expected, "tail cache {tail}");
+            let events = store.read_all(ReadAll::forward()).await.unwrap().events;
+            assert_eq!(events[2].payload.as_str(), Some("{\"fixed\":3}"));
+            assert!(events[2].dispatched, "the dispatch mark stays");
+            let stream = store
+                .read_stream(&s, annals_core::StreamRead::all())
+                .await
+                .unwrap();
+            assert_eq!(stream, events);
+
+            // The replaced generated id is gone; the kept one still leads to its event.
+            let err = store.mark_dispatched(&generated[1]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            store.mark_dispatched("fix-2").await.unwrap();
+            store.mark_dispatched(&generated[2]).await.unwrap();
+            let before = store.read_all(ReadAll::forward()).await.unwrap().events;
+            assert_eq!(
+                before.iter().map(|e| e.dispatched).collect::<Vec<_>>(),
+                vec![false, true, true]
+            );
+            store.close().await.unwrap();
+
+            let store = EmbeddedStore::open_with(dir.path(), with_tail(tail)).unwrap();
+            assert_eq!(
+                store.read_all(ReadAll::forward()).await.unwrap().events,
+                before
+            );
+            let err = store.mark_dispatched(&generated[1]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dispatch_batches_are_all_or_nothing_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let s = StreamId::new("s");
+        let events = (0..6).map(event).collect();
+        store
+            .append_to_stream(&s, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        for bad in [vec![2, 0], vec![1, 7]] {
+            let err = store.mark_dispatched_at(&bad).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            let wrong = bad.iter().find(|p| **p == 0 || **p > 6).unwrap();
+            assert!(
+                err.to_string().contains(&format!("position {wrong}")),
+                "{err}"
+            );
+        }
+        // Runs that reach the watermark fold into it; the others stay marks of their own.
+        store.mark_dispatched_at(&[5, 2, 1, 2]).await.unwrap();
+        store.mark_dispatched_at(&[]).await.unwrap();
+        let dispatched = |events: Vec<RecordedEvent>| -> Vec<bool> {
+            events.iter().map(|e| e.dispatched).collect()
+        };
+        let marks = vec![true, true, false, false, true, false];
+        let page = store.read_all(ReadAll::forward()).await.unwrap();
+        assert_eq!(dispatched(page.events), marks);
+        store.close().await.unwrap();
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let page = store.read_all(ReadAll::forward()).await.unwrap();
+        assert_eq!(dispatched(page.events), marks);
+        store.mark_dispatched_at(&[3, 4]).await.unwrap();
+        store.close().await.unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let page = store.read_all(ReadAll::forward()).await.unwrap();
+        assert_eq!(
+            dispatched(page.events),
+            vec![true, true, true, true, true, false]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_listings_and_imports_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        store.save_snapshot("b", "old").await.unwrap();
+        store.freeze().await.unwrap();
+        let at = |ms| annals_core::Timestamp::from_millis(ms);
+        let imported = ["b", "a", "c"].map(|key| KeyedSnapshot {
+            key: key.into(),
+            content: format!("content of {key}"),
+            timestamp: at(1_000),
+        });
+        assert_eq!(store.import_snapshots(imported.to_vec()).await.unwrap(), 3);
+        store.unfreeze().await.unwrap();
+        let s = StreamId::new("s");
+        for version in [5, 3, 5] {
+            store
+                .save_stream_snapshot(NewStreamSnapshot::new(
+                    s.clone(),
+                    version,
+                    Json::from_raw(format!("{{\"v\":{version}}}")),
+                ))
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let all = store
+            .list_snapshots(SnapshotKeyQuery::default())
+            .await
+            .unwrap();
+        let mut sorted = imported.to_vec();
+        sorted.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(all, sorted, "keys in order, imported timestamps kept");
+        let page = store
+            .list_snapshots(SnapshotKeyQuery {
+                start_after: Some("a".into()),
+                limit: Some(1),
+            })
+            .await
+            .unwrap();
+        assert_eq!(page, vec![sorted[1].clone()]);
+        let versions: Vec<u64> = store
+            .list_stream_snapshots(&s)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.stream_version)
+            .collect();
+        assert_eq!(versions, vec![5, 3, 5], "oldest save first");
+        assert!(store
+            .list_stream_snapshots(&StreamId::new("other"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

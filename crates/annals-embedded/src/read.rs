@@ -5,8 +5,9 @@ use std::ops::Bound;
 
 use annals_core::scan::PageCollector;
 use annals_core::{
-    Direction, EventFilter, ListStreams, Position, ReadAll, ReadAllPage, RecordedEvent, Result,
-    Secret, SecretQuery, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Version,
+    Direction, EventFilter, KeyedSnapshot, ListStreams, Position, ReadAll, ReadAllPage,
+    RecordedEvent, Result, Secret, SecretQuery, SnapshotKeyQuery, StreamId, StreamInfo, StreamPage,
+    StreamRead, StreamSnapshot, Version,
 };
 
 use crate::codec;
@@ -79,6 +80,21 @@ impl TailCache {
             match self.events.pop_front() {
                 Some(e) => self.bytes -= approximate_size(&e),
                 None => break,
+            }
+        }
+    }
+
+    /// Replaces a held event with a new version of it (overwrite); an event the cache
+    /// does not hold is left to storage.
+    pub fn replace(&mut self, event: &RecordedEvent) {
+        let first = self.first();
+        if event.position < first {
+            return;
+        }
+        if let Some(slot) = self.events.get_mut((event.position - first) as usize) {
+            if slot.position == event.position {
+                self.bytes = self.bytes - approximate_size(slot) + approximate_size(event);
+                *slot = event.clone();
             }
         }
     }
@@ -463,6 +479,66 @@ pub fn latest_stream_snapshot(
             codec::decode_stream_snapshot(stream.clone(), version, &v).map(Some)
         }
     }
+}
+
+/// Every snapshot of `stream`, oldest save first.
+pub fn list_stream_snapshots(
+    engine: &dyn Engine,
+    stream: &StreamId,
+) -> Result<Vec<StreamSnapshot>> {
+    let key = codec::stream_key(stream);
+    let from = codec::stream_version_key(&key, 0);
+    let mut to = codec::stream_version_key(&key, Version::MAX);
+    to.extend_from_slice(&u64::MAX.to_be_bytes());
+    let mut found = Vec::new();
+    for item in engine.range(
+        Table::StreamSnapshots,
+        Bound::Included(from),
+        Bound::Included(to),
+        false,
+    ) {
+        // Key: stream key, version, save sequence.
+        let (k, v) = item?;
+        let tail = k.get(key.len()..).unwrap_or_default();
+        let version = codec::read_u64(tail, "stream_snapshots")?;
+        let seq = codec::read_u64(tail.get(8..).unwrap_or_default(), "stream_snapshots")?;
+        found.push((
+            seq,
+            codec::decode_stream_snapshot(stream.clone(), version, &v)?,
+        ));
+    }
+    found.sort_by_key(|(seq, _)| *seq);
+    Ok(found.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Keyed snapshots in key order (bytewise).
+pub fn list_snapshots(engine: &dyn Engine, query: &SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>> {
+    let from = match &query.start_after {
+        Some(after) => Bound::Excluded(after.as_bytes().to_vec()),
+        None => Bound::Unbounded,
+    };
+    let limit = query.limit.unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    for item in engine.range(Table::Snapshots, from, Bound::Unbounded, false) {
+        let (k, v) = item?;
+        let key = String::from_utf8(k.to_vec()).map_err(|_| annals_core::Error::Corrupted {
+            location: "embedded table snapshots".into(),
+            detail: "a key is not UTF-8".into(),
+        })?;
+        let (timestamp, content) = codec::decode_keyed_snapshot(&v)?;
+        out.push(KeyedSnapshot {
+            key,
+            content,
+            timestamp,
+        });
+        if out.len() as u64 >= limit {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// A secret by id.

@@ -5,18 +5,22 @@
 //! group, writes the whole group in ONE durable transaction (one fsync), and only then
 //! answers the callers and announces the new head to readers and subscribers. Other
 //! writes (freeze, secrets, snapshots, dispatch marks) are rare and commit on their own.
+//! A secret change travels inside its append and shares the group. An overwrite request
+//! whose streams the group already changed commits the group first, so replacements
+//! only ever rewrite committed records (requests without overwrite never pay for this).
 //! If a durable commit fails, the store is poisoned: every later write is refused with
 //! [`Error::Poisoned`] until the store is reopened, because the state on disk is unknown.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use annals_core::append::{self, AppendCursor, AppendPlan, AppendState};
 use annals_core::import::{self, ImportState, SecretImportState};
 use annals_core::{
-    AppendRequest, AppendResult, Error, ImportBatch, ImportOutcome, NewStreamSnapshot, OnConflict,
-    Position, RecordedEvent, Result, Secret, SecretImport, StreamId, StreamInfo, StreamRead,
-    StreamSnapshot, Text, Timestamp, Version,
+    AppendRequest, AppendResult, Error, ImportBatch, ImportOutcome, KeyedSnapshot,
+    NewStreamSnapshot, OnConflict, Position, RecordedEvent, Result, Secret, SecretImport, StreamId,
+    StreamInfo, StreamRead, StreamSnapshot, Text, Timestamp, Version,
 };
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -73,6 +77,8 @@ pub(crate) enum Command {
     SetSecret(String, String, Reply<Secret>),
     DeleteSecret(String, Reply<()>),
     MarkDispatched(String, Reply<()>),
+    MarkDispatchedAt(Vec<Position>, Reply<()>),
+    ImportSnapshots(Vec<KeyedSnapshot>, Reply<u64>),
     Import(ImportBatch, Reply<ImportOutcome>),
     ClearEvents(Reply<()>),
     ClearSecrets(Reply<()>),
@@ -93,6 +99,8 @@ impl Command {
             Command::SetSecret(_, _, r) => drop(r.send(Err(err))),
             Command::DeleteSecret(_, r) => drop(r.send(Err(err))),
             Command::MarkDispatched(_, r) => drop(r.send(Err(err))),
+            Command::MarkDispatchedAt(_, r) => drop(r.send(Err(err))),
+            Command::ImportSnapshots(_, r) => drop(r.send(Err(err))),
             Command::Import(_, r) => drop(r.send(Err(err))),
             Command::ClearEvents(r) => drop(r.send(Err(err))),
             Command::ClearSecrets(r) => drop(r.send(Err(err))),
@@ -133,6 +141,19 @@ struct Group {
     /// Caller-supplied event ids written by the group: (reply index, event index).
     ids: HashMap<Text, (usize, usize)>,
     counters: Counters,
+    /// Overwrite: committed log records the group rewrites (first position → events).
+    records: HashMap<Position, Vec<RecordedEvent>>,
+    /// Overwrite: committed stream runs (copies) the group rewrites (key → events).
+    runs: HashMap<Vec<u8>, Vec<RecordedEvent>>,
+    /// Overwrite: the new content of replaced positions.
+    replaced: HashMap<Position, RecordedEvent>,
+    /// Overwrite: indexed ids that replacements freed; their index entries are deleted
+    /// at commit unless the group indexed them again.
+    freed_ids: Vec<Text>,
+    /// Overwrite: moves in the streams-by-time table (a version 1 with a new timestamp).
+    time_writes: Vec<Write>,
+    /// Secrets set or deleted with appends of the group, by id.
+    secrets: HashMap<String, Secret>,
 }
 
 struct GroupView<'a> {
@@ -140,7 +161,46 @@ struct GroupView<'a> {
     group: &'a Group,
 }
 
+// The writer commits the group before planning an overwrite request whose streams the
+// group changed (see `Writer::run`), so the events an overwrite replaces are committed;
+// `Group::replaced` and `Group::ids` overlay what earlier requests of the group did.
 impl AppendState for GroupView<'_> {
+    fn event_at_version(
+        &mut self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<RecordedEvent>> {
+        let read = StreamRead {
+            from_version: version,
+            to_version: Some(version),
+            limit: Some(1),
+            ..StreamRead::default()
+        };
+        let w = &*self.writer;
+        let found = read::read_stream(
+            w.engine.as_ref(),
+            w.counters.head,
+            &w.dispatch,
+            stream,
+            &read,
+        )?;
+        Ok(found
+            .into_iter()
+            .find(|e| e.version == version)
+            .map(|e| self.group.replaced.get(&e.position).cloned().unwrap_or(e)))
+    }
+
+    fn secret(&mut self, id: &str) -> Result<Option<Secret>> {
+        if let Some(s) = self.group.secrets.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        read::get_secret(self.writer.engine.as_ref(), id)
+    }
+
+    fn next_secret_idx(&mut self) -> Result<u64> {
+        Ok(self.group.counters.secret_next)
+    }
+
     fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
         if let Some((info, _)) = self.group.streams.get(stream) {
             return Ok(info.version);
@@ -154,11 +214,18 @@ impl AppendState for GroupView<'_> {
                 return Ok(result.events.get(*e).cloned());
             }
         }
-        let found = find_event(self.writer.engine.as_ref(), self.writer.counters.head, id)?;
-        Ok(found.map(|(pos, mut event)| {
-            event.dispatched = self.writer.dispatch.is_dispatched(pos);
-            event
-        }))
+        let Some((pos, mut event)) =
+            find_event(self.writer.engine.as_ref(), self.writer.counters.head, id)?
+        else {
+            return Ok(None);
+        };
+        if let Some(new) = self.group.replaced.get(&pos) {
+            // Replaced in this group: the id is there only if the replacement kept it
+            // (an id moved elsewhere in the group was found in `ids` above).
+            return Ok((new.id.as_str() == id).then(|| new.clone()));
+        }
+        event.dispatched = self.writer.dispatch.is_dispatched(pos);
+        Ok(Some(event))
     }
 }
 
@@ -246,6 +313,66 @@ pub(crate) fn find_event(
     }
 }
 
+/// The log record holding `position`: its key (first position) and value.
+fn log_record(engine: &dyn Engine, position: Position) -> Result<(Position, Bytes)> {
+    let seek = codec::position_key(position).to_vec();
+    let found = engine
+        .range(Table::Events, Bound::Unbounded, Bound::Included(seek), true)
+        .next()
+        .transpose()?;
+    match found {
+        Some((key, value)) => Ok((codec::read_u64(&key, "events")?, value)),
+        None => Err(Error::Corrupted {
+            location: "embedded table events".into(),
+            detail: format!("no commit record holds position {position}"),
+        }),
+    }
+}
+
+/// The stream-table record holding `version` of `stream` when it is a copy (key and
+/// events); `None` when it points into the log (rewriting the log record is enough).
+fn stream_run(
+    engine: &dyn Engine,
+    stream: &StreamId,
+    version: Version,
+) -> Result<Option<(Vec<u8>, Vec<RecordedEvent>)>> {
+    let sk = codec::stream_key(stream);
+    let found = engine
+        .range(
+            Table::StreamEvents,
+            Bound::Included(codec::stream_version_key(&sk, 0)),
+            Bound::Included(codec::stream_version_key(&sk, version)),
+            true,
+        )
+        .next()
+        .transpose()?;
+    let missing = || Error::Corrupted {
+        location: "embedded table stream_events".into(),
+        detail: format!("no stream record holds version {version} of {stream}"),
+    };
+    let (key, value) = found.ok_or_else(missing)?;
+    match codec::decode_stream_record(&value)? {
+        codec::StreamRecord::Pointer(..) => Ok(None),
+        codec::StreamRecord::Events(events) if events.iter().any(|e| e.version == version) => {
+            Ok(Some((key.to_vec(), events)))
+        }
+        codec::StreamRecord::Events(_) => Err(missing()),
+    }
+}
+
+/// Stages a secret stored with an append: the record is written at commit (one entry
+/// per id even when the group sets and then deletes it).
+fn stage_secret(group: &mut Group, secret: &Secret) {
+    match secret.secret {
+        Some(_) => {
+            group.counters.secret_next = group.counters.secret_next.max(secret.idx + 1);
+            group.counters.secret_count += 1;
+        }
+        None => group.counters.secrets_deleted += 1,
+    }
+    group.secrets.insert(secret.id.clone(), secret.clone());
+}
+
 /// The stored event at `position`: found in the record of the commit that holds it.
 pub(crate) fn event_at(engine: &dyn Engine, position: Position) -> Result<Option<RecordedEvent>> {
     let seek = codec::position_key(position).to_vec();
@@ -331,7 +458,20 @@ impl Writer {
                     continue;
                 }
                 match command {
-                    Command::Append(request, reply) => self.plan(&mut group, request, reply),
+                    Command::Append(request, reply) => {
+                        // An overwrite replaces committed events only: a group that
+                        // already changed one of its streams is committed first.
+                        if request.overwrite
+                            && request
+                                .writes
+                                .iter()
+                                .any(|w| group.streams.contains_key(&w.stream))
+                        {
+                            self.commit_group(std::mem::take(&mut group));
+                            group.counters = self.counters.clone();
+                        }
+                        self.plan(&mut group, request, reply)
+                    }
                     Command::Close { clear, reply } => {
                         self.commit_group(std::mem::take(&mut group));
                         closing = Some((reply, self.close(clear)));
@@ -393,28 +533,178 @@ impl Writer {
                 events,
                 head_position: group.counters.head,
                 retried: true,
+                secret: None,
             }),
-            Ok(AppendPlan::Write { commit_id, events }) => {
+            Ok(AppendPlan::Write {
+                commit_id,
+                events,
+                replaced,
+                secret,
+            }) => {
                 let reply_index = group.replies.len();
-                self.stage_events(
-                    &mut group.streams,
-                    &mut group.writes,
-                    &events,
-                    Some((&mut group.ids, reply_index)),
-                );
-                if let Some(last) = events.last() {
-                    group.counters.head = last.position;
-                    group.counters.last_timestamp = Some(last.timestamp);
-                }
-                Ok(AppendResult {
-                    commit_id,
-                    events,
-                    head_position: group.counters.head,
-                    retried: false,
+                let staged = if replaced.is_empty() {
+                    self.stage_events(
+                        &mut group.streams,
+                        &mut group.writes,
+                        &events,
+                        Some((&mut group.ids, reply_index)),
+                    );
+                    if let Some(last) = events.last() {
+                        group.counters.head = last.position;
+                        group.counters.last_timestamp = Some(last.timestamp);
+                    }
+                    Ok(())
+                } else {
+                    self.stage_overwrite(group, &events, &replaced, reply_index)
+                };
+                staged.map(|()| {
+                    if let Some(secret) = &secret {
+                        stage_secret(group, secret);
+                    }
+                    AppendResult {
+                        commit_id,
+                        events,
+                        head_position: group.counters.head,
+                        retried: false,
+                        secret,
+                    }
                 })
             }
         };
         group.replies.push((reply, result));
+    }
+
+    /// Stages an overwrite request: its replacements rewrite the committed log records
+    /// and stream-run copies that hold them (merged with the group's earlier rewrites),
+    /// move id index entries, and move the stream in the by-time table when version 1
+    /// gets a new timestamp; its other events are staged as usual. Every read happens
+    /// before the group changes, so a failed read leaves the group as it was.
+    fn stage_overwrite(
+        &mut self,
+        group: &mut Group,
+        events: &[RecordedEvent],
+        replaced: &[RecordedEvent],
+        reply_index: usize,
+    ) -> Result<()> {
+        let head_before = group.counters.head;
+        let engine = self.engine.clone();
+        let engine = engine.as_ref();
+        // Reads: the log record and the stream run of each replacement, and stream infos.
+        let mut loaded_records = Vec::new();
+        let mut loaded_runs = Vec::new();
+        let mut infos = HashMap::new();
+        let mut targets = Vec::with_capacity(replaced.len());
+        let replacements = || {
+            events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.position <= head_before)
+                .zip(replaced)
+        };
+        for ((_, new), old) in replacements() {
+            let (record_key, value) = log_record(engine, old.position)?;
+            if !group.records.contains_key(&record_key) {
+                loaded_records.push((record_key, codec::decode_batch(&value, "events")?));
+            }
+            let run_key = match stream_run(engine, &new.stream, new.version)? {
+                Some((key, run)) => {
+                    if !group.runs.contains_key(&key) {
+                        loaded_runs.push((key.clone(), run));
+                    }
+                    Some(key)
+                }
+                None => None,
+            };
+            targets.push((record_key, run_key));
+            if !group.streams.contains_key(&new.stream) && !infos.contains_key(&new.stream) {
+                let info = self.stream(&new.stream)?.ok_or_else(|| Error::Corrupted {
+                    location: "embedded table streams".into(),
+                    detail: format!("stream {} has events but no record", new.stream),
+                })?;
+                infos.insert(new.stream.clone(), info);
+            }
+        }
+        // Changes.
+        for (key, record) in loaded_records {
+            group.records.entry(key).or_insert(record);
+        }
+        for (key, run) in loaded_runs {
+            group.runs.entry(key).or_insert(run);
+        }
+        let indexed =
+            |e: &RecordedEvent| append::position_of_generated_id(&e.id) != Some(e.position);
+        for (((i, new), old), (record_key, run_key)) in replacements().zip(targets) {
+            let put = |events: Option<&mut Vec<RecordedEvent>>| {
+                if let Some(slot) = events
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e.position == new.position)
+                {
+                    *slot = new.clone();
+                }
+            };
+            put(group.records.get_mut(&record_key));
+            if let Some(run_key) = run_key {
+                put(group.runs.get_mut(&run_key));
+            }
+            if old.id != new.id && indexed(old) {
+                group.freed_ids.push(old.id.clone());
+            }
+            if indexed(new) {
+                if old.id != new.id {
+                    group.writes.push((
+                        Table::EventIds,
+                        new.id.as_bytes().to_vec(),
+                        u64_value(new.position),
+                    ));
+                }
+                group.ids.insert(new.id.clone(), (reply_index, i));
+            }
+            let entry = match group.streams.entry(new.stream.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                std::collections::hash_map::Entry::Vacant(v) => infos
+                    .remove(&new.stream)
+                    .map(|info| v.insert((info, false))),
+            };
+            if let Some((info, _)) = entry {
+                if new.version == 1 && new.timestamp != info.first_timestamp {
+                    group.time_writes.push((
+                        Table::StreamsByTime,
+                        codec::time_key(info.first_timestamp, info.first_position).to_vec(),
+                        None,
+                    ));
+                    group.time_writes.push((
+                        Table::StreamsByTime,
+                        codec::time_key(new.timestamp, info.first_position).to_vec(),
+                        Some(Bytes::from(codec::stream_key(&new.stream))),
+                    ));
+                    info.first_timestamp = new.timestamp;
+                }
+            }
+            if new.position == group.counters.head {
+                group.counters.last_timestamp = Some(new.timestamp);
+            }
+            group.replaced.insert(new.position, new.clone());
+        }
+        // The request's new events, staged as in any append.
+        let appended: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| e.position > head_before)
+            .cloned()
+            .collect();
+        self.stage_events(&mut group.streams, &mut group.writes, &appended, None);
+        for (i, e) in events.iter().enumerate() {
+            if e.position > head_before
+                && append::position_of_generated_id(&e.id) != Some(e.position)
+            {
+                group.ids.insert(e.id.clone(), (reply_index, i));
+            }
+        }
+        if let Some(last) = appended.last() {
+            group.counters.head = last.position;
+            group.counters.last_timestamp = Some(last.timestamp);
+        }
+        Ok(())
     }
 
     /// Stages the stream-table records, id index entries and stream infos of planned
@@ -504,6 +794,9 @@ impl Writer {
     }
 
     fn commit_group(&mut self, mut group: Group) {
+        // Replacements (overwrite) sit at committed positions; the group's record holds
+        // only the new events, above the committed head.
+        let base = self.counters.head;
         let written = || {
             group
                 .replies
@@ -511,6 +804,7 @@ impl Writer {
                 .filter_map(|(_, r)| r.as_ref().ok())
                 .filter(|r| !r.retried)
                 .flat_map(|r| r.events.iter())
+                .filter(move |e| e.position > base)
         };
         if let Some(first) = written().next() {
             // The whole group is one record in the store-wide log.
@@ -520,6 +814,12 @@ impl Writer {
                 codec::position_key(first.position).to_vec(),
                 Some(record),
             ));
+        }
+        if !group.replaced.is_empty() {
+            self.stage_rewrites(&mut group);
+        }
+        if !group.secrets.is_empty() {
+            stage_secret_writes(&mut group);
         }
         if group.writes.is_empty() {
             for (reply, result) in group.replies {
@@ -542,8 +842,10 @@ impl Writer {
                     .iter()
                     .filter_map(|(_, r)| r.as_ref().ok())
                     .filter(|r| !r.retried)
-                    .flat_map(|r| r.events.iter());
-                self.shared.publish_events(&self.counters, committed);
+                    .flat_map(|r| r.events.iter())
+                    .filter(|e| e.position > base);
+                self.shared
+                    .publish_events(&self.counters, committed, group.replaced.values());
                 for (reply, result) in group.replies {
                     let _ = reply.send(result);
                 }
@@ -555,6 +857,34 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Stages the records an overwrite group rewrote, its id index deletions and its
+    /// streams-by-time moves.
+    fn stage_rewrites(&self, group: &mut Group) {
+        for (key, events) in group.records.drain() {
+            group.writes.push((
+                Table::Events,
+                codec::position_key(key).to_vec(),
+                Some(Bytes::from(codec::encode_batch(events.iter()))),
+            ));
+        }
+        for (key, events) in group.runs.drain() {
+            group.writes.push((
+                Table::StreamEvents,
+                key,
+                Some(Bytes::from(codec::encode_batch(events.iter()))),
+            ));
+        }
+        for id in group.freed_ids.drain(..) {
+            // An id freed and indexed again in the same group keeps its new entry.
+            if !group.ids.contains_key(&id) {
+                group
+                    .writes
+                    .push((Table::EventIds, id.as_bytes().to_vec(), None));
+            }
+        }
+        group.writes.append(&mut group.time_writes);
     }
 
     /// Imports one batch as one durable commit (allowed while frozen).
@@ -624,8 +954,11 @@ impl Writer {
         self.shared.set_dispatch(dispatch.clone());
         self.dispatch = dispatch;
         self.counters = counters;
-        self.shared
-            .publish_events(&self.counters, plan.events.iter());
+        self.shared.publish_events(
+            &self.counters,
+            plan.events.iter(),
+            std::iter::empty::<&RecordedEvent>(),
+        );
         Ok(ImportOutcome {
             imported: plan.events.len() as u64,
             skipped: plan.skipped,
@@ -819,6 +1152,20 @@ impl Writer {
             Command::MarkDispatched(id, reply) => {
                 let _ = reply.send(self.mark_dispatched(&id));
             }
+            Command::MarkDispatchedAt(positions, reply) => {
+                let _ = reply.send(self.mark_dispatched_at(&positions));
+            }
+            Command::ImportSnapshots(snapshots, reply) => {
+                let count = snapshots.len() as u64;
+                let writes = snapshots
+                    .into_iter()
+                    .map(|s| {
+                        let snapshot = codec::encode_keyed_snapshot(s.timestamp, &s.content);
+                        (Table::Snapshots, s.key.into_bytes(), value(snapshot))
+                    })
+                    .collect();
+                let _ = reply.send(self.commit(writes, self.counters.clone()).map(|()| count));
+            }
             Command::Import(batch, reply) => {
                 let _ = reply.send(self.import(batch));
             }
@@ -952,26 +1299,42 @@ impl Writer {
         let Some((pos, _)) = find_event(self.engine.as_ref(), self.counters.head, id)? else {
             return Err(Error::not_found("event", id));
         };
-        if self.dispatch.is_dispatched(pos) {
-            return Ok(());
+        self.mark_positions(&[pos])
+    }
+
+    fn mark_dispatched_at(&mut self, positions: &[Position]) -> Result<()> {
+        let head = self.counters.head;
+        if let Some(p) = positions.iter().find(|p| **p == 0 || **p > head) {
+            return Err(Error::not_found("event", format!("position {p}")));
         }
+        self.mark_positions(positions)
+    }
+
+    /// Marks stored positions dispatched in one durable write: positions that join the
+    /// contiguous run fold into the watermark, the others are kept one key each.
+    fn mark_positions(&mut self, positions: &[Position]) -> Result<()> {
         let mut next = self.dispatch.clone();
-        let mut writes = Vec::new();
-        next.above.insert(pos);
-        while next.above.remove(&(next.watermark + 1)) {
-            next.watermark += 1;
-            if next.watermark != pos {
-                writes.push((
-                    Table::Dispatched,
-                    codec::position_key(next.watermark).to_vec(),
-                    None,
-                ));
+        let mut added = Vec::new();
+        for p in positions {
+            if !next.is_dispatched(*p) {
+                next.above.insert(*p);
+                added.push(*p);
             }
         }
-        if next.above.contains(&pos) {
+        if added.is_empty() {
+            return Ok(());
+        }
+        while next.above.remove(&(next.watermark + 1)) {
+            next.watermark += 1;
+        }
+        let mut writes = Vec::new();
+        for p in self.dispatch.above.range(..=next.watermark) {
+            writes.push((Table::Dispatched, codec::position_key(*p).to_vec(), None));
+        }
+        for p in added.iter().filter(|p| next.above.contains(p)) {
             writes.push((
                 Table::Dispatched,
-                codec::position_key(pos).to_vec(),
+                codec::position_key(*p).to_vec(),
                 Some(Bytes::new()),
             ));
         }
@@ -998,6 +1361,30 @@ impl Writer {
         self.shared.mark_closed();
         result
     }
+}
+
+/// Stages the secrets an append group stored, and the secret counters.
+fn stage_secret_writes(group: &mut Group) {
+    for s in group.secrets.values() {
+        group.writes.push((
+            Table::Secrets,
+            s.idx.to_be_bytes().to_vec(),
+            value(codec::encode_secret(&s.id, s.secret.as_deref())),
+        ));
+        group
+            .writes
+            .push((Table::SecretIds, s.id.as_bytes().to_vec(), u64_value(s.idx)));
+    }
+    group.writes.push((
+        Table::Meta,
+        META_SECRET_COUNT.to_vec(),
+        u64_value(group.counters.secret_count),
+    ));
+    group.writes.push((
+        Table::Meta,
+        META_SECRETS_DELETED.to_vec(),
+        u64_value(group.counters.secrets_deleted),
+    ));
 }
 
 /// Stages the records of streams an append group or import changed, and the stream
@@ -1106,4 +1493,229 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(Counters, read::DispatchSt
 /// Validated snapshot to save (the writer only stores it).
 pub(crate) fn snapshot_command(snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
     annals_core::rules::check_stream_snapshot(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    // Test helpers panic on failure by design: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use annals_core::{
+        ErrorKind, EventStore, ExpectedVersion, Json, ListStreams, ProposedEvent, ReadAll,
+        SecretChange, StreamRead,
+    };
+
+    use super::*;
+    use crate::engine::{FjallEngine, FjallTuning};
+    use crate::EmbeddedStore;
+
+    /// Runs the writer over `requests` queued before it starts, so they form ONE group
+    /// (with the commits the writer's own rules add), and returns their results.
+    fn one_group(dir: &Path, requests: Vec<AppendRequest>) -> Vec<Result<AppendResult>> {
+        let engine: Arc<dyn Engine> = Arc::new(
+            FjallEngine::open(
+                dir,
+                FjallTuning {
+                    cache_bytes: 1 << 20,
+                    max_journal_bytes: 64 << 20,
+                },
+            )
+            .unwrap(),
+        );
+        let (counters, dispatch) = recover(&*engine).unwrap();
+        let shared = Arc::new(Shared::new(
+            dir,
+            engine.clone(),
+            &counters,
+            &dispatch,
+            1 << 20,
+        ));
+        let writer = Writer::new(shared.clone(), engine, counters, dispatch);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut replies = Vec::new();
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Command::Append(request, reply)).unwrap();
+            replies.push(answer);
+        }
+        drop(tx);
+        writer.run(rx);
+        drop(shared.take_engine());
+        replies
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect()
+    }
+
+    fn event(id: &str) -> ProposedEvent {
+        ProposedEvent::new("T", Json::from_raw(format!("{{\"id\":\"{id}\"}}"))).with_id(id)
+    }
+
+    /// A corrected event: same id, new type.
+    fn fixed(id: &str) -> ProposedEvent {
+        ProposedEvent::new("Fixed", Json::from_raw(format!("{{\"id\":\"{id}\"}}"))).with_id(id)
+    }
+
+    fn to(stream: &str, events: Vec<ProposedEvent>) -> AppendRequest {
+        AppendRequest::to_stream(StreamId::new(stream), ExpectedVersion::Any, events)
+    }
+
+    fn set(id: &str) -> SecretChange {
+        SecretChange::Set {
+            id: id.into(),
+            secret: format!("value of {id}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_set_by_earlier_requests_of_a_group_are_seen_by_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = one_group(
+            dir.path(),
+            vec![
+                to("s", vec![event("e1")]).with_secret(set("k")),
+                to("s", vec![event("e2")]).with_secret(set("k")),
+                AppendRequest::default().with_secret(set("k2")),
+                AppendRequest::default().with_secret(SecretChange::Delete { id: "k".into() }),
+                AppendRequest::default().with_secret(SecretChange::Delete { id: "k".into() }),
+            ],
+        );
+        let secret = |i: usize| results[i].as_ref().unwrap().secret.clone().unwrap();
+        assert_eq!(
+            (secret(0).idx, secret(0).secret.as_deref()),
+            (0, Some("value of k"))
+        );
+        assert_eq!(
+            results[1].as_ref().unwrap_err().kind(),
+            ErrorKind::SecretAlreadyExists
+        );
+        assert_eq!(secret(2).idx, 1, "next idx counts the group's own secrets");
+        assert_eq!((secret(3).idx, secret(3).secret.as_deref()), (0, None));
+        assert_eq!(results[4].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let k = store.get_secret("k").await.unwrap().unwrap();
+        assert_eq!((k.idx, k.secret), (0, None));
+        let k2 = store.get_secret("k2").await.unwrap().unwrap();
+        assert_eq!((k2.idx, k2.secret.as_deref()), (1, Some("value of k2")));
+        let d = store.describe().await.unwrap();
+        assert_eq!(
+            (d.secret_count, d.set_secret_count, d.deleted_secret_count),
+            (2, 1, 1)
+        );
+        let events = store.read_all(ReadAll::forward()).await.unwrap().events;
+        assert_eq!(events.len(), 1, "the refused request stored nothing");
+        assert_eq!(events[0].id.as_str(), "e1");
+        assert_eq!(store.set_secret("k3", "v").await.unwrap().idx, 2);
+    }
+
+    #[tokio::test]
+    async fn overwrites_in_a_group_keep_every_index_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = one_group(
+            dir.path(),
+            vec![
+                to("a", vec![event("a1"), event("a2")]),
+                to("g", vec![ProposedEvent::new("T", Json::from_raw("{}"))]),
+            ],
+        );
+        let generated = first[1].as_ref().unwrap().events[0].id.to_string();
+        assert_eq!(
+            annals_core::append::position_of_generated_id(&generated),
+            Some(3)
+        );
+        let far = Timestamp::from_millis(4_000_000_000_000);
+        let results = one_group(
+            dir.path(),
+            vec![
+                to("b", vec![event("b1")]),
+                to("a", vec![event("x").with_version(1).with_timestamp(far)]).overwriting(),
+                // The id the overwrite freed is free in the same group...
+                to("c", vec![event("a1")]),
+                // ...and the id it took is not.
+                to("d", vec![event("x")]),
+                // Same stream again: the group is committed first.
+                to("a", vec![fixed("a2").with_version(2), event("a3")]).overwriting(),
+                to("g", vec![event("g-new").with_version(1)]).overwriting(),
+                to("e", vec![event(&generated)]),
+                // An event appended earlier in this group: committed first, then replaced.
+                to("b", vec![fixed("b1").with_version(1)]).overwriting(),
+            ],
+        );
+        let ok = |i: usize| results[i].as_ref().unwrap();
+        assert_eq!(ok(1).events[0].position, 1);
+        assert_eq!(ok(2).events[0].position, 5);
+        assert_eq!(
+            results[3].as_ref().unwrap_err().kind(),
+            ErrorKind::DuplicateEventId
+        );
+        assert_eq!(
+            ok(4).events.iter().map(|e| e.position).collect::<Vec<_>>(),
+            vec![2, 6]
+        );
+        assert_eq!(ok(5).events[0].position, 3);
+        assert_eq!(ok(6).events[0].position, 7);
+        assert_eq!(ok(7).events[0].position, 4);
+
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let all = store.read_all(ReadAll::forward()).await.unwrap().events;
+        assert_eq!(
+            all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            vec!["x", "a2", "g-new", "b1", "a1", "a3", generated.as_str()]
+        );
+        let a = store
+            .read_stream(&StreamId::new("a"), StreamRead::all())
+            .await
+            .unwrap();
+        assert_eq!(
+            a.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            vec!["x", "a2", "a3"]
+        );
+        assert_eq!(a[0].timestamp, far);
+        let b = store
+            .read_stream(&StreamId::new("b"), StreamRead::all())
+            .await
+            .unwrap();
+        assert_eq!(
+            (b.len(), b[0].id.as_str(), b[0].event_type.as_str()),
+            (1, "b1", "Fixed")
+        );
+        assert_eq!(
+            (a[1].commit_id.as_str(), a[1].event_type.as_str()),
+            (ok(4).commit_id.as_str(), "Fixed")
+        );
+        let info = store
+            .stream_info(&StreamId::new("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((info.first_timestamp, info.version), (far, 3));
+        let order: Vec<String> = store
+            .list_streams(ListStreams::default())
+            .await
+            .unwrap()
+            .streams
+            .into_iter()
+            .map(|s| s.stream.id)
+            .collect();
+        assert_eq!(
+            order,
+            vec!["g", "b", "c", "e", "a"],
+            "a moved with its new first timestamp"
+        );
+        // Id lookups: each id leads to the event that holds it now.
+        for (id, position) in [("x", 1), ("a1", 5), ("g-new", 3), (generated.as_str(), 7)] {
+            store.mark_dispatched(id).await.unwrap();
+            let e = store.read_all(ReadAll::forward()).await.unwrap().events;
+            assert!(e[position - 1].dispatched, "{id} marks position {position}");
+        }
+        assert_eq!(
+            store.mark_dispatched("b9").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let d = store.describe().await.unwrap();
+        assert_eq!((d.event_count, d.stream_count), (7, 5));
+    }
 }

@@ -45,4 +45,6 @@ on_every_backend!(
     secrets_round_trip_with_idx_and_tombstones,
     copy_is_lossless_and_verified,
     copy_refuses_a_non_empty_target,
+    copy_keeps_every_snapshot,
+    copy_without_stream_snapshots_leaves_them_out,
 );

@@ -42,4 +42,5 @@ on_postgres!(
     incremental_import_refuses_older_events_and_writes_nothing,
     secrets_round_trip_with_idx_and_tombstones,
     copy_is_lossless_and_verified,
+    copy_keeps_every_snapshot,
 );

@@ -21,8 +21,13 @@
 //!   frozen). A head that moved means another process appended: the statement writes
 //!   nothing, the memory is dropped, and the requests take the locked path. So cached
 //!   versions are never trusted, only used once the head row proves them current.
-//!   Requests the memory cannot decide (unknown streams, ids that may be stored, any
-//!   planning error, which might come from a stale memory) take the locked path too.
+//!   Requests the memory cannot decide (unknown streams, ids that may be stored,
+//!   replacements, secrets, any planning error, which might come from a stale memory)
+//!   take the locked path too.
+//!
+//! Replacements (overwrite) and secrets are written on the locked path by one more
+//! statement before the insert: stored rows are updated in place; a replacement of an
+//! event written earlier in the same group just changes the row still to be inserted.
 //!
 //! A unique-constraint violation (SQLSTATE 23505) means the database holds something
 //! the plan did not know about: the transaction is rolled back and the requests are
@@ -41,8 +46,8 @@ use std::sync::Arc;
 
 use annals_core::append::{self, position_of_generated_id, AppendCursor, AppendPlan, AppendState};
 use annals_core::{
-    AppendRequest, AppendResult, Error, Position, RecordedEvent, Result, StreamId, Text, Timestamp,
-    Version,
+    AppendRequest, AppendResult, Error, Position, RecordedEvent, Result, Secret, StreamId, Text,
+    Timestamp, Version,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -138,8 +143,20 @@ pub(crate) struct Group {
     streams: HashMap<StreamId, StreamChange>,
     /// Stream order of first appearance, so statements are deterministic.
     stream_order: Vec<StreamId>,
-    /// Where each event id of the group is in `events`.
-    ids: HashMap<Text, usize>,
+    /// Where each event id the group wrote is: `Some(position)`, or `None` when a
+    /// replacement in the group freed it.
+    ids: HashMap<Text, Option<Position>>,
+    /// Replacements of stored events (positions up to `base_head`), one per position.
+    updates: Vec<RecordedEvent>,
+    /// Where each replaced stored position is in `updates`.
+    update_at: HashMap<Position, usize>,
+    /// The new timestamp of the stored event at `base_head`, when it was replaced.
+    base_head_timestamp: Option<Timestamp>,
+    /// The idx the group's next new secret gets (known on the locked path only).
+    next_secret_idx: u64,
+    /// The secrets as the group leaves them, and whether each is new (else a stored
+    /// one the group deletes).
+    secrets: Vec<(Secret, bool)>,
 }
 
 impl Group {
@@ -161,6 +178,71 @@ impl Group {
             streams: HashMap::new(),
             stream_order: Vec::new(),
             ids: HashMap::new(),
+            updates: Vec::new(),
+            update_at: HashMap::new(),
+            base_head_timestamp: None,
+            next_secret_idx: 0,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Whether the group changes more than it inserts: replaced events or secrets.
+    fn has_changes(&self) -> bool {
+        !self.updates.is_empty() || !self.secrets.is_empty()
+    }
+
+    /// The event the group leaves at `position`, if the group wrote it.
+    fn event_at(&self, position: Position) -> Option<&RecordedEvent> {
+        if position > self.base_head {
+            self.events.get((position - self.base_head - 1) as usize)
+        } else {
+            self.update_at
+                .get(&position)
+                .and_then(|i| self.updates.get(*i))
+        }
+    }
+
+    /// Replaces `old` (stored, or written earlier in the group) with `new`, at the
+    /// same position.
+    fn replace(&mut self, old: &RecordedEvent, new: RecordedEvent) {
+        self.ids.insert(old.id.clone(), None);
+        self.ids.insert(new.id.clone(), Some(new.position));
+        if new.position == self.head {
+            self.last_timestamp = Some(new.timestamp);
+        }
+        if new.position > self.base_head {
+            if new.version == 1 {
+                if let Some(change) = self.streams.get_mut(&new.stream) {
+                    change.first_timestamp = new.timestamp;
+                }
+            }
+            let at = (new.position - self.base_head - 1) as usize;
+            if let Some(slot) = self.events.get_mut(at) {
+                *slot = new;
+            }
+            return;
+        }
+        if new.position == self.base_head {
+            self.base_head_timestamp = Some(new.timestamp);
+        }
+        match self.update_at.get(&new.position) {
+            Some(i) => self.updates[*i] = new,
+            None => {
+                self.update_at.insert(new.position, self.updates.len());
+                self.updates.push(new);
+            }
+        }
+    }
+
+    /// Records a secret the group stores (a new one, or a tombstone).
+    fn store_secret(&mut self, secret: Secret) {
+        self.next_secret_idx = self.next_secret_idx.max(secret.idx + 1);
+        match self.secrets.iter_mut().find(|(s, _)| s.id == secret.id) {
+            Some((s, _)) => *s = secret,
+            None => {
+                let new = secret.secret.is_some();
+                self.secrets.push((secret, new));
+            }
         }
     }
 
@@ -193,9 +275,23 @@ impl Group {
                 events,
                 head_position: self.head,
                 retried: true,
+                secret: None,
             },
-            AppendPlan::Write { commit_id, events } => {
+            AppendPlan::Write {
+                commit_id,
+                events,
+                replaced,
+                secret,
+            } => {
+                let mut replaced = replaced.iter();
                 for e in &events {
+                    // Replacements carry positions the store (or the group) already has.
+                    if e.position <= self.head {
+                        if let Some(old) = replaced.next() {
+                            self.replace(old, e.clone());
+                        }
+                        continue;
+                    }
                     let number = match self.streams.get_mut(&e.stream) {
                         Some(change) => {
                             change.version = e.version;
@@ -221,17 +317,21 @@ impl Group {
                             number
                         }
                     };
-                    self.ids.insert(e.id.clone(), self.events.len());
+                    self.ids.insert(e.id.clone(), Some(e.position));
                     self.head = e.position;
                     self.last_timestamp = Some(e.timestamp);
                     self.numbers.push(number);
                     self.events.push(e.clone());
+                }
+                if let Some(secret) = &secret {
+                    self.store_secret(secret.clone());
                 }
                 AppendResult {
                     commit_id,
                     events,
                     head_position: self.head,
                     retried: false,
+                    secret,
                 }
             }
         }
@@ -242,13 +342,59 @@ impl Group {
 /// requests before it in the same group.
 struct View<'a> {
     known: &'a HashMap<StreamId, Known>,
-    /// Stored events by id; `None` when they were not read (the verified path, where
-    /// the unique index catches a stored caller-supplied id).
-    stored: Option<&'a HashMap<Text, RecordedEvent>>,
+    /// What the locked path read; `None` on the verified path, which reads nothing
+    /// (the unique index catches a stored caller-supplied id there, and requests that
+    /// replace events or change secrets never take it).
+    read: Option<&'a Stored>,
     group: &'a Group,
 }
 
+/// The error of a question the planning view has no answer for (the request must take
+/// the locked path).
+fn not_read(what: &str) -> Error {
+    crate::error::corrupted(
+        "postgres appender",
+        format!("{what} was asked without being read"),
+    )
+}
+
 impl AppendState for View<'_> {
+    fn event_at_version(
+        &mut self,
+        stream: &StreamId,
+        version: Version,
+    ) -> Result<Option<RecordedEvent>> {
+        let read = self.read.ok_or_else(|| not_read("an event by version"))?;
+        if let Some(stored) = read.at_version.get(stream).and_then(|v| v.get(&version)) {
+            let current = self.group.event_at(stored.position).unwrap_or(stored);
+            return Ok(Some(current.clone()));
+        }
+        // Written earlier in the group (rare: a replacement of a fresh event).
+        if self.group.streams.contains_key(stream) {
+            let found = self
+                .group
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.version == version && e.stream == *stream);
+            return Ok(found.cloned());
+        }
+        Ok(None)
+    }
+
+    fn secret(&mut self, id: &str) -> Result<Option<Secret>> {
+        if let Some((s, _)) = self.group.secrets.iter().find(|(s, _)| s.id == id) {
+            return Ok(Some(s.clone()));
+        }
+        let read = self.read.ok_or_else(|| not_read("a secret"))?;
+        Ok(read.secrets.get(id).cloned())
+    }
+
+    fn next_secret_idx(&mut self) -> Result<u64> {
+        self.read.ok_or_else(|| not_read("the next secret idx"))?;
+        Ok(self.group.next_secret_idx)
+    }
+
     fn stream_version(&mut self, stream: &StreamId) -> Result<Version> {
         if let Some(change) = self.group.streams.get(stream) {
             return Ok(change.version);
@@ -263,20 +409,25 @@ impl AppendState for View<'_> {
     }
 
     fn event_by_id(&mut self, id: &str) -> Result<Option<RecordedEvent>> {
-        if let Some(e) = self
-            .group
-            .ids
-            .get(id)
-            .and_then(|i| self.group.events.get(*i))
-        {
-            return Ok(Some(e.clone()));
+        if let Some(at) = self.group.ids.get(id) {
+            return Ok(at.and_then(|p| self.group.event_at(p).cloned()));
         }
-        Ok(self.stored.and_then(|s| s.get(id).cloned()))
+        Ok(self.read.and_then(|r| r.by_id.get(id).cloned()))
     }
 }
 
-/// What the locked path reads: the streams, and stored events by id.
-type ReadState = (HashMap<StreamId, Known>, HashMap<Text, RecordedEvent>);
+/// What the locked path reads besides the streams: stored events by id, stored events
+/// by version (for requests that replace events), and secrets by id (for requests that
+/// change one).
+#[derive(Default)]
+struct Stored {
+    by_id: HashMap<Text, RecordedEvent>,
+    at_version: HashMap<StreamId, HashMap<Version, RecordedEvent>>,
+    secrets: HashMap<String, Secret>,
+}
+
+/// What the locked path reads: the streams, and the rest.
+type ReadState = (HashMap<StreamId, Known>, Stored);
 
 /// How a locked-path transaction ended.
 enum Outcome {
@@ -294,10 +445,12 @@ pub(crate) struct HeadRow {
     pub(crate) last_timestamp: Option<Timestamp>,
     pub(crate) frozen: bool,
     pub(crate) stream_count: i64,
+    /// The idx the next new secret gets.
+    pub(crate) secret_count: i64,
 }
 
 impl HeadRow {
-    /// Decodes (head, last_timestamp, frozen, stream_count, generation).
+    /// Decodes (head, last_timestamp, frozen, stream_count, generation, secret_count).
     pub(crate) fn from_row(row: &PgRow) -> std::result::Result<Self, sqlx::Error> {
         let head: i64 = row.try_get(0)?;
         let last: Option<i64> = row.try_get(1)?;
@@ -307,6 +460,7 @@ impl HeadRow {
             frozen: row.try_get(2)?,
             stream_count: row.try_get(3)?,
             generation: row.try_get(4)?,
+            secret_count: row.try_get(5)?,
         })
     }
 }
@@ -440,8 +594,8 @@ impl Appender {
 
     /// The error of a request that a unique constraint refused on every attempt (only
     /// a writer that bypasses the head row can cause that): `DuplicateEventId` for the
-    /// event-id index, else `WrongExpectedVersion` with the re-read version of the
-    /// request's first stream.
+    /// event-id index, `SecretAlreadyExists` for the secrets' keys, else
+    /// `WrongExpectedVersion` with the re-read version of the request's first stream.
     fn conflict_error<'a>(
         &'a mut self,
         request: &'a AppendRequest,
@@ -456,6 +610,13 @@ impl Appender {
                     .find_map(|e| e.id.clone())
                     .unwrap_or_default();
                 return Error::DuplicateEventId { id };
+            }
+            if constraint.starts_with("secrets") {
+                if let Some(change) = &request.secret {
+                    return Error::SecretAlreadyExists {
+                        id: change.id().to_owned(),
+                    };
+                }
             }
             let Some(w) = request.writes.iter().find(|w| !w.events.is_empty()) else {
                 return Error::Closed;
@@ -490,17 +651,21 @@ impl Appender {
         self.memory.forget();
     }
 
-    /// Whether the verified path can plan `request`: every stream remembered (or
+    /// Whether the verified path can plan `request`: no replacement and no secret (they
+    /// need stored state the memory does not hold), every stream remembered (or
     /// written earlier in the group), and no caller-supplied id of the form Annals
     /// generates (the unique index does not cover those; see `read_state`).
     fn decidable(&self, request: &AppendRequest, group: &Group) -> bool {
-        request.writes.iter().all(|w| {
-            (self.memory.streams.contains_key(&w.stream) || group.streams.contains_key(&w.stream))
-                && w.events.iter().all(|e| {
-                    e.id.as_deref()
-                        .is_none_or(|id| position_of_generated_id(id).is_none())
-                })
-        })
+        !request.overwrite
+            && request.secret.is_none()
+            && request.writes.iter().all(|w| {
+                (self.memory.streams.contains_key(&w.stream)
+                    || group.streams.contains_key(&w.stream))
+                    && w.events.iter().all(|e| {
+                        e.id.as_deref()
+                            .is_none_or(|id| position_of_generated_id(id).is_none())
+                    })
+            })
     }
 
     /// The verified path: plans against remembered versions and writes with one
@@ -529,7 +694,7 @@ impl Appender {
             let plan = {
                 let mut view = View {
                     known: &self.memory.streams,
-                    stored: None,
+                    read: None,
                     group: &group,
                 };
                 append::plan(
@@ -683,12 +848,13 @@ impl Appender {
                 }
             };
             let mut group = Group::new(at.head, at.generation, at.last_timestamp, at.stream_count);
+            group.next_secret_idx = at.secret_count.max(0) as u64;
             let mut answers = Vec::with_capacity(pending.len());
             for p in &pending {
                 let plan = {
                     let mut view = View {
                         known: &known,
-                        stored: Some(&stored),
+                        read: Some(&stored),
                         group: &group,
                     };
                     append::plan(
@@ -700,12 +866,12 @@ impl Appender {
                 };
                 answers.push(plan.map(|plan| group.apply(plan, &known)));
             }
-            let new_head = if group.events.is_empty() {
+            let new_head = if group.events.is_empty() && !group.has_changes() {
                 self.rollback().await;
                 None
             } else {
                 let written = match self.conn.as_mut() {
-                    Some(conn) => write(conn, &shared, &group, false).await,
+                    Some(conn) => write_locked(conn, &shared, &mut group).await,
                     None => Err(sqlx::Error::PoolClosed),
                 };
                 match written {
@@ -771,19 +937,29 @@ impl Appender {
     /// Reads every stream the requests name (number and version) and the stored events
     /// of every id they name, inside the locked transaction. Ids of the form Annals
     /// generates are looked up by the position they carry as well as in the index.
+    /// Requests that may replace events also get the stored events at the versions
+    /// they propose, and requests that change a secret the stored secret of its id
+    /// (one more statement each, only when some request needs it).
     fn read_state<'a>(&'a mut self, pending: &'a [Pending]) -> BoxFuture<'a, Result<ReadState>> {
         async move {
             let shared = self.shared.clone();
             let mut streams: Vec<&StreamId> = Vec::new();
             let mut seen = HashSet::new();
             let mut ids: Vec<&str> = Vec::new();
+            let mut at_versions: Vec<(&StreamId, i64)> = Vec::new();
+            let mut secret_ids: Vec<&str> = Vec::new();
             for p in pending {
                 for w in &p.request.writes {
                     if seen.insert(&w.stream) {
                         streams.push(&w.stream);
                     }
                     ids.extend(w.events.iter().filter_map(|e| e.id.as_deref()));
+                    if p.request.overwrite {
+                        let versions = w.events.iter().filter_map(|e| e.version);
+                        at_versions.extend(versions.map(|v| (&w.stream, to_sql(v))));
+                    }
                 }
+                secret_ids.extend(p.request.secret.as_ref().map(|s| s.id()));
             }
             let positions: Vec<i64> = ids
                 .iter()
@@ -832,7 +1008,7 @@ impl Appender {
                     });
                 }
             }
-            let mut stored = HashMap::new();
+            let mut stored = Stored::default();
             if !ids.is_empty() {
                 let rows = sqlx::query(&shared.sql.events_by_id)
                     .bind(shared.store_id)
@@ -843,13 +1019,164 @@ impl Appender {
                     .map_err(db_error)?;
                 for row in rows {
                     let e = event_from_row(&row, 0)?;
-                    stored.insert(e.id.clone(), e);
+                    stored.by_id.insert(e.id.clone(), e);
+                }
+            }
+            if !at_versions.is_empty() {
+                let rows = sqlx::query(&shared.sql.events_at_versions)
+                    .bind(shared.store_id)
+                    .bind(
+                        at_versions
+                            .iter()
+                            .map(|(s, _)| s.context.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        at_versions
+                            .iter()
+                            .map(|(s, _)| s.aggregate.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        at_versions
+                            .iter()
+                            .map(|(s, _)| s.id.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(at_versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                for row in rows {
+                    let e = event_from_row(&row, 0)?;
+                    stored
+                        .at_version
+                        .entry(e.stream.clone())
+                        .or_default()
+                        .insert(e.version, e);
+                }
+            }
+            if !secret_ids.is_empty() {
+                let rows = sqlx::query(&shared.sql.secrets_by_id)
+                    .bind(shared.store_id)
+                    .bind(secret_ids)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                for row in rows {
+                    let idx: i64 = row.try_get(0).map_err(db_error)?;
+                    let id: String = row.try_get(1).map_err(db_error)?;
+                    let value: Option<Vec<u8>> = row.try_get(2).map_err(db_error)?;
+                    let secret = Secret {
+                        idx: idx.max(0) as u64,
+                        id: id.clone(),
+                        secret: crate::secret_value(value)?,
+                    };
+                    stored.secrets.insert(id, secret);
                 }
             }
             Ok((known, stored))
         }
         .boxed()
     }
+}
+
+/// Writes a group inside the locked transaction: its replacements and secrets first
+/// (so an id a replacement frees may be taken by a later event of the group), then its
+/// new events. `Some(new head)` as [`write`] answers; a group that inserts nothing
+/// keeps the head it was planned at.
+fn write_locked<'a>(
+    conn: &'a mut PgConnection,
+    shared: &'a Shared,
+    group: &'a mut Group,
+) -> BoxFuture<'a, std::result::Result<Option<Position>, sqlx::Error>> {
+    async move {
+        if group.has_changes() {
+            apply_changes(conn, shared, group).await?;
+            if !group.updates.is_empty() {
+                // `apply_changes` moved the generation on (see there).
+                group.generation += 1;
+            }
+        }
+        if group.events.is_empty() {
+            return Ok(Some(group.base_head));
+        }
+        write(conn, shared, group, false).await
+    }
+    .boxed()
+}
+
+/// Runs the statement that replaces stored events in place and stores the group's
+/// secrets. Replacing events moves the head row's generation on: the replaced head
+/// event may have changed the store's last timestamp, which appenders of other
+/// processes remember, so their next one-statement write fails and they re-read.
+fn apply_changes<'a>(
+    conn: &'a mut PgConnection,
+    shared: &'a Shared,
+    group: &'a Group,
+) -> BoxFuture<'a, std::result::Result<(), sqlx::Error>> {
+    async move {
+        let n = group.updates.len();
+        let mut positions = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut timestamps = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
+        let (mut f_contexts, mut f_aggregates, mut f_ids, mut f_ts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in &group.updates {
+            positions.push(to_sql(e.position));
+            types.push(e.event_type.as_str());
+            let generated = position_of_generated_id(&e.id) == Some(e.position);
+            ids.push((!generated).then_some(e.id.as_str()));
+            timestamps.push(e.timestamp.as_millis());
+            records.push(crate::record::encode(e));
+            if e.version == 1 {
+                f_contexts.push(e.stream.context.as_str());
+                f_aggregates.push(e.stream.aggregate.as_str());
+                f_ids.push(e.stream.id.as_str());
+                f_ts.push(e.timestamp.as_millis());
+            }
+        }
+        let (mut s_idx, mut s_ids, mut s_values, mut erased) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut deleted = 0i64;
+        for (s, new) in &group.secrets {
+            if s.secret.is_none() {
+                deleted += 1;
+            }
+            if *new {
+                s_idx.push(to_sql(s.idx));
+                s_ids.push(s.id.as_str());
+                s_values.push(s.secret.as_deref().map(str::as_bytes));
+            } else {
+                erased.push(to_sql(s.idx));
+            }
+        }
+        sqlx::query(&shared.sql.apply_changes)
+            .bind(shared.store_id)
+            .bind(positions)
+            .bind(types)
+            .bind(ids)
+            .bind(timestamps)
+            .bind(records)
+            .bind(f_contexts)
+            .bind(f_aggregates)
+            .bind(f_ids)
+            .bind(f_ts)
+            .bind(s_idx)
+            .bind(s_ids)
+            .bind(s_values)
+            .bind(erased)
+            .bind(group.base_head_timestamp.map(|t| t.as_millis()))
+            .bind(i64::from(n > 0))
+            .bind(to_sql(group.next_secret_idx))
+            .bind(deleted)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+    .boxed()
 }
 
 /// Runs a group's write statement; `Some(new head)` when it wrote, `None` when the

@@ -53,6 +53,14 @@
 //!   that turns out to be stored) takes the locked path too. One round trip instead of
 //!   four is what lets a single writer approach the server's commit rate.
 //!
+//! Appends that replace events in place ([`AppendRequest::overwriting`]) or set or
+//! delete a secret ([`AppendRequest::with_secret`]) always take the locked path: it
+//! also reads the stored events at the versions they name and the secret they change,
+//! and writes the replacements (an `UPDATE` of each row at its position, dispatch mark
+//! kept), the secret, and the new events in the same transaction. Replacing events
+//! moves the head row's generation on, so appenders of other processes re-read the
+//! store's last timestamp before their next one-statement write.
+//!
 //! ## Reads
 //! Every read is one statement over committed rows. Store-wide pages expected to hold
 //! at least 512 events, with no filter on names (stream, context, aggregate, type),
@@ -85,8 +93,9 @@
 //! [`PostgresDatabase::list_stores`], [`PostgresDatabase::drop_store`]).
 //!
 //! ## Maintenance
-//! `import_events`, `import_secrets`, `clear_events` and `clear_secrets` are allowed
-//! while the store is frozen. Each is one transaction that takes the head row first,
+//! `import_events`, `import_secrets`, `import_snapshots`, `clear_events` and
+//! `clear_secrets` are allowed while the store is frozen. `import_snapshots` is one
+//! statement; each of the others is one transaction that takes the head row first,
 //! like an append: an imported batch gets positions `head + 1 …` under that lock (so
 //! appends of other processes stay dense and ordered around it), and `expected_head` is
 //! compared with the head read under the lock. `clear_events` resets the head to 0 and
@@ -150,14 +159,16 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use annals_core::limits::{check_name, check_text};
-use annals_core::rules::{check_stream, check_stream_read, check_stream_snapshot};
+use annals_core::rules::{
+    check_keyed_snapshots, check_stream, check_stream_read, check_stream_snapshot,
+};
 use annals_core::subscription::{subscription, PageReader, CLOSED};
 use annals_core::{
     AppendRequest, AppendResult, Capabilities, Error, EventStore, EventStream, ImportBatch,
     ImportOutcome, Json, KeyedSnapshot, ListStreams, NewStreamSnapshot, OnConflict, Position,
     ReadAll, ReadAllPage, RecordedEvent, Result, Secret, SecretImport, SecretQuery,
-    StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead, StreamSnapshot, Subscribe,
-    Timestamp, Version,
+    SnapshotKeyQuery, StoreDescription, StreamId, StreamInfo, StreamPage, StreamRead,
+    StreamSnapshot, Subscribe, Timestamp, Version,
 };
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -736,8 +747,34 @@ fn utf8(bytes: Vec<u8>, location: &str) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| corrupted(location, e.to_string()))
 }
 
-fn secret_value(bytes: Option<Vec<u8>>) -> Result<Option<String>> {
+pub(crate) fn secret_value(bytes: Option<Vec<u8>>) -> Result<Option<String>> {
     bytes.map(|b| utf8(b, "postgres table secrets")).transpose()
+}
+
+/// Decodes a stream snapshot row (id, stream version, schema version, data,
+/// timestamp).
+fn stream_snapshot_from_row(
+    stream: &StreamId,
+    row: &sqlx::postgres::PgRow,
+) -> Result<StreamSnapshot> {
+    let schema_version: i64 = row.try_get(2).map_err(db_error)?;
+    let data: Vec<u8> = row.try_get(3).map_err(db_error)?;
+    Ok(StreamSnapshot {
+        id: row.try_get(0).map_err(db_error)?,
+        stream: stream.clone(),
+        stream_version: unsigned(
+            row.try_get(1).map_err(db_error)?,
+            "stream_snapshots.stream_version",
+        )?,
+        schema_version: u32::try_from(schema_version).map_err(|_| {
+            corrupted(
+                "postgres column stream_snapshots.schema_version",
+                format!("{schema_version} is out of range"),
+            )
+        })?,
+        data: Json::from_raw(data),
+        timestamp: Timestamp::from_millis(row.try_get(4).map_err(db_error)?),
+    })
 }
 
 fn unsigned(v: i64, location: &str) -> Result<u64> {
@@ -748,6 +785,103 @@ fn unsigned(v: i64, location: &str) -> Result<u64> {
 impl EventStore for PostgresStore {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    async fn list_snapshots(&self, query: SnapshotKeyQuery) -> Result<Vec<KeyedSnapshot>> {
+        if let Some(after) = &query.start_after {
+            check_name("start_after", after, true)?;
+        }
+        let shared = self.open()?;
+        let rows = sqlx::query(&shared.sql.list_snapshots)
+            .bind(shared.store_id)
+            .bind(query.start_after.as_deref())
+            .bind(query.limit.map(to_sql))
+            .fetch_all(&shared.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyedSnapshot {
+                    key: row.try_get(0).map_err(db_error)?,
+                    content: utf8(
+                        row.try_get(1).map_err(db_error)?,
+                        "postgres table keyed_snapshots",
+                    )?,
+                    timestamp: Timestamp::from_millis(row.try_get(2).map_err(db_error)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn import_snapshots(&self, snapshots: Vec<KeyedSnapshot>) -> Result<u64> {
+        check_keyed_snapshots(&snapshots)?;
+        let shared = self.open()?;
+        if snapshots.is_empty() {
+            return Ok(0);
+        }
+        // One statement: all of them or none.
+        sqlx::query(&shared.sql.import_snapshots)
+            .bind(shared.store_id)
+            .bind(snapshots.iter().map(|s| s.key.as_str()).collect::<Vec<_>>())
+            .bind(
+                snapshots
+                    .iter()
+                    .map(|s| s.content.as_bytes())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                snapshots
+                    .iter()
+                    .map(|s| s.timestamp.as_millis())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&shared.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(snapshots.len() as u64)
+    }
+
+    async fn list_stream_snapshots(&self, stream: &StreamId) -> Result<Vec<StreamSnapshot>> {
+        check_stream(stream)?;
+        let shared = self.open()?;
+        let rows = sqlx::query(&shared.sql.list_stream_snapshots)
+            .bind(shared.store_id)
+            .bind(&stream.context)
+            .bind(&stream.aggregate)
+            .bind(&stream.id)
+            .fetch_all(&shared.pool)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| stream_snapshot_from_row(stream, row))
+            .collect()
+    }
+
+    async fn mark_dispatched_at(&self, positions: &[Position]) -> Result<()> {
+        let shared = self.open()?;
+        let Some(max) = positions.iter().max() else {
+            return Ok(());
+        };
+        // One statement reads the head and marks only when every position is at or
+        // below it (and none is 0).
+        let bound = if positions.contains(&0) {
+            i64::MAX
+        } else {
+            to_sql(*max)
+        };
+        let row = sqlx::query(&shared.sql.mark_dispatched_positions)
+            .bind(shared.store_id)
+            .bind(positions.iter().map(|p| to_sql(*p)).collect::<Vec<_>>())
+            .bind(bound)
+            .fetch_optional(&shared.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| store_gone_named(&shared.name))?;
+        let head = unsigned(row.try_get(0).map_err(db_error)?, "stores.head")?;
+        match positions.iter().find(|p| **p == 0 || **p > head) {
+            Some(p) => Err(Error::not_found("event", format!("position {p}"))),
+            None => Ok(()),
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -911,27 +1045,8 @@ impl EventStore for PostgresStore {
             .fetch_optional(&shared.pool)
             .await
             .map_err(db_error)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let schema_version: i64 = row.try_get(2).map_err(db_error)?;
-        let data: Vec<u8> = row.try_get(3).map_err(db_error)?;
-        Ok(Some(StreamSnapshot {
-            id: row.try_get(0).map_err(db_error)?,
-            stream: stream.clone(),
-            stream_version: unsigned(
-                row.try_get(1).map_err(db_error)?,
-                "stream_snapshots.stream_version",
-            )?,
-            schema_version: u32::try_from(schema_version).map_err(|_| {
-                corrupted(
-                    "postgres column stream_snapshots.schema_version",
-                    format!("{schema_version} is out of range"),
-                )
-            })?,
-            data: Json::from_raw(data),
-            timestamp: Timestamp::from_millis(row.try_get(4).map_err(db_error)?),
-        }))
+        row.map(|row| stream_snapshot_from_row(stream, &row))
+            .transpose()
     }
 
     async fn prune_stream_snapshots(&self, stream: &StreamId, keep: usize) -> Result<u64> {

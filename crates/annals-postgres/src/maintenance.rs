@@ -200,6 +200,8 @@ pub(crate) async fn import_events(shared: &Shared, batch: ImportBatch) -> Result
         AppendPlan::Write {
             commit_id: Text::default(),
             events: plan.events,
+            replaced: Vec::new(),
+            secret: None,
         },
         &stored.known,
     );

@@ -240,6 +240,15 @@ pub(crate) fn quoted(schema: &str) -> String {
 pub(crate) const EVENT_COLUMNS: &str =
     "position, version, timestamp_ms, dispatched, event_type, record";
 
+/// [`EVENT_COLUMNS`] qualified by a table alias.
+pub(crate) fn event_columns(alias: &str) -> String {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The newest event of the stream of the `streams` row `s` (a lateral subquery).
 pub(crate) fn last_event(schema: &str) -> String {
     format!(
@@ -264,6 +273,9 @@ pub(crate) struct Sql {
     pub begin_and_lock: String,
     pub stream_versions: String,
     pub events_by_id: String,
+    pub events_at_versions: String,
+    pub secrets_by_id: String,
+    pub apply_changes: String,
     pub write_batch: String,
     pub read_stream_forward: String,
     pub read_stream_backward: String,
@@ -274,9 +286,12 @@ pub(crate) struct Sql {
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub drop_snapshot: String,
+    pub list_snapshots: String,
+    pub import_snapshots: String,
     pub save_stream_snapshot: String,
     pub latest_stream_snapshot: String,
     pub prune_stream_snapshots: String,
+    pub list_stream_snapshots: String,
     pub secret_exists: String,
     pub insert_secret: String,
     pub get_secret: String,
@@ -292,6 +307,7 @@ pub(crate) struct Sql {
     pub stored_secrets: String,
     pub import_secrets: String,
     pub mark_dispatched_at: String,
+    pub mark_dispatched_positions: String,
     pub register_listener: String,
     pub unregister_listener: String,
     pub drop_store: Vec<String>,
@@ -325,7 +341,8 @@ impl Sql {
                  WHERE h.id = $1"
             ),
             lock_head: format!(
-                "SELECT head, last_timestamp, frozen, stream_count, generation FROM {s}.stores
+                "SELECT head, last_timestamp, frozen, stream_count, generation, secret_count
+                 FROM {s}.stores
                  WHERE id = $1 FOR NO KEY UPDATE"
             ),
             stored_versions: format!(
@@ -365,8 +382,8 @@ impl Sql {
                  WHERE id = $1"
             ),
             begin_and_lock: format!(
-                "BEGIN; SELECT head, last_timestamp, frozen, stream_count, generation FROM {s}.stores
-                 WHERE id = {{id}} FOR NO KEY UPDATE"
+                "BEGIN; SELECT head, last_timestamp, frozen, stream_count, generation, secret_count
+                 FROM {s}.stores WHERE id = {{id}} FOR NO KEY UPDATE"
             ),
             // A stream's number, and its version: its newest event's, at the end of its
             // index. Streams without events have no row.
@@ -388,6 +405,54 @@ impl Sql {
                      SELECT position FROM {s}.events
                      WHERE store_id = $1 AND event_id = ANY($2)
                      UNION ALL SELECT unnest($3::bigint[]))"
+            ),
+            // The stored events of streams ($2, $3, $4) at versions ($5).
+            events_at_versions: format!(
+                "SELECT {EVENT_COLUMNS_E}
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])
+                     AS k(context, aggregate, stream_id, version)
+                 JOIN {s}.streams st ON st.store_id = $1 AND st.context = k.context
+                     AND st.aggregate = k.aggregate AND st.stream_id = k.stream_id
+                 JOIN {s}.events e ON e.store_id = $1 AND e.stream_no = st.stream_no
+                     AND e.version = k.version",
+                EVENT_COLUMNS_E = event_columns("e"),
+            ),
+            secrets_by_id: format!(
+                "SELECT idx, secret_id, secret FROM {s}.secrets
+                 WHERE store_id = $1 AND secret_id = ANY($2)"
+            ),
+            // What a group changes besides inserting events, in one statement under the
+            // head row: replaced events in place (their dispatch flag kept), the first
+            // timestamp of streams whose version 1 was replaced, new secrets, erased
+            // secrets, and the head row (last timestamp when the head event was replaced,
+            // generation, secret counters). Each sub-statement touches other rows.
+            apply_changes: format!(
+                "WITH replaced AS (
+                    UPDATE {s}.events e
+                       SET event_type = r.event_type, event_id = r.event_id,
+                           timestamp_ms = r.timestamp_ms, record = r.record
+                      FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                          $6::bytea[]) AS r(position, event_type, event_id, timestamp_ms, record)
+                     WHERE e.store_id = $1 AND e.position = r.position
+                 ), firsts AS (
+                    UPDATE {s}.streams st SET first_timestamp = f.ts
+                      FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[])
+                          AS f(context, aggregate, stream_id, ts)
+                     WHERE st.store_id = $1 AND st.context = f.context
+                       AND st.aggregate = f.aggregate AND st.stream_id = f.stream_id
+                 ), new_secrets AS (
+                    INSERT INTO {s}.secrets (store_id, idx, secret_id, secret)
+                    SELECT $1, * FROM unnest($11::bigint[], $12::text[], $13::bytea[])
+                 ), erased AS (
+                    UPDATE {s}.secrets SET secret = NULL
+                     WHERE store_id = $1 AND idx = ANY($14::bigint[])
+                 )
+                 UPDATE {s}.stores
+                    SET last_timestamp = coalesce($15, last_timestamp),
+                        generation = generation + $16,
+                        secret_count = greatest(secret_count, $17),
+                        deleted_secret_count = deleted_secret_count + $18
+                  WHERE id = $1"
             ),
             // One statement writes a whole group: it takes the head row (waiting for any
             // other writer of the store), checks that the head is still the one the
@@ -461,6 +526,17 @@ impl Sql {
             drop_snapshot: format!(
                 "DELETE FROM {s}.keyed_snapshots WHERE store_id = $1 AND key = $2"
             ),
+            list_snapshots: format!(
+                "SELECT key, content, timestamp_ms FROM {s}.keyed_snapshots
+                 WHERE store_id = $1 AND ($2::text IS NULL OR key > $2)
+                 ORDER BY key LIMIT $3"
+            ),
+            import_snapshots: format!(
+                "INSERT INTO {s}.keyed_snapshots (store_id, key, content, timestamp_ms)
+                 SELECT $1, * FROM unnest($2::text[], $3::bytea[], $4::bigint[])
+                 ON CONFLICT (store_id, key) DO UPDATE
+                 SET content = excluded.content, timestamp_ms = excluded.timestamp_ms"
+            ),
             save_stream_snapshot: format!(
                 "INSERT INTO {s}.stream_snapshots (store_id, context, aggregate, stream_id,
                      stream_version, snapshot_id, schema_version, data, timestamp_ms)
@@ -478,6 +554,12 @@ impl Sql {
                      SELECT seq FROM {s}.stream_snapshots
                      WHERE store_id = $1 AND {stream_key}
                      ORDER BY seq DESC LIMIT $5)"
+            ),
+            list_stream_snapshots: format!(
+                "SELECT snapshot_id, stream_version, schema_version, data, timestamp_ms
+                 FROM {s}.stream_snapshots
+                 WHERE store_id = $1 AND {stream_key}
+                 ORDER BY seq"
             ),
             secret_exists: format!(
                 "SELECT 1 FROM {s}.secrets WHERE store_id = $1 AND secret_id = $2"
@@ -510,6 +592,17 @@ impl Sql {
             mark_dispatched_at: format!(
                 "UPDATE {s}.events SET dispatched = true
                  WHERE store_id = $1 AND position = $2 AND NOT dispatched"
+            ),
+            // Marks the events at positions $2 when none is above the head ($3 is the
+            // largest); returns the head either way. Positions are dense, so every
+            // position up to the head holds an event.
+            mark_dispatched_positions: format!(
+                "WITH h AS (SELECT head FROM {s}.stores WHERE id = $1), u AS (
+                    UPDATE {s}.events SET dispatched = true
+                     WHERE store_id = $1 AND position = ANY($2) AND NOT dispatched
+                       AND (SELECT head FROM h) >= $3
+                 )
+                 SELECT head FROM h"
             ),
             // The listening connection puts its pid on the head row (dropping pids of
             // connections that are gone), and takes it off when it stops.

@@ -6,9 +6,11 @@
 //! crash: when a publisher starts, it first delivers every undispatched event (oldest
 //! first), then follows new commits live. An event is marked dispatched only after its
 //! publish call returned `Ok`; a crash between the two delivers it again on restart, so
-//! delivery is at-least-once. A failing publish is retried on the same events with the
-//! [`Backoff`] (forever by default): nothing is skipped, so per stream (and store-wide)
-//! events reach the publish function in order.
+//! delivery is at-least-once. The events of a delivered batch are marked in one write
+//! ([`EventStore::mark_dispatched_at`]), so marking costs one store call per batch. A
+//! failing publish is retried on the same events with the [`Backoff`] (forever by
+//! default): nothing is skipped, so per stream (and store-wide) events reach the publish
+//! function in order.
 //!
 //! Applications that dispatch by hand use the store's own
 //! [`EventStore::undispatched`] and [`EventStore::mark_dispatched`], or
@@ -366,10 +368,8 @@ pub async fn dispatch_undispatched(
                 .publish_batch(&page.events)
                 .await
                 .map_err(|e| Error::backend("publisher", std::io::Error::other(e)))?;
-            for event in &page.events {
-                mark(store, event).await?;
-                marked += 1;
-            }
+            mark_batch(store, &page.events).await?;
+            marked += page.events.len() as u64;
         }
         after = page.next_cursor.position();
         if page.end {
@@ -387,11 +387,26 @@ fn undispatched_page(filter: &EventFilter, after: Position, batch_size: u64) -> 
         .limit(batch_size.max(1))
 }
 
-/// Marks one event dispatched; an event that is gone (the store was emptied) needs no
-/// mark.
-async fn mark(store: &dyn EventStore, event: &RecordedEvent) -> Result<()> {
-    match store.mark_dispatched(&event.id).await {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+/// Marks a delivered batch dispatched in one write ([`EventStore::mark_dispatched_at`]).
+/// When a position holds no event any more (the store was emptied meanwhile) the batch
+/// write refuses all of it; the events are then marked one by one by id, and an event
+/// that is gone needs no mark. A backend without batch marks ([`ErrorKind::Unsupported`])
+/// is marked one event at a time too.
+async fn mark_batch(store: &dyn EventStore, events: &[RecordedEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let positions: Vec<Position> = events.iter().map(|e| e.position).collect();
+    match store.mark_dispatched_at(&positions).await {
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Unsupported) => {
+            for event in events {
+                match store.mark_dispatched(&event.id).await {
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        }
         other => other,
     }
 }
@@ -517,7 +532,8 @@ impl Runner {
         }
     }
 
-    /// Publishes a batch (retrying until it succeeds), then marks each event dispatched.
+    /// Publishes a batch (retrying until it succeeds), then marks its events dispatched
+    /// in one write (retried too).
     async fn deliver(&mut self, events: &[RecordedEvent]) -> std::result::Result<(), Exit> {
         let Some(first) = events.first() else {
             return Ok(());
@@ -536,18 +552,17 @@ impl Runner {
                 }
             }
         }
-        for event in events {
-            self.store_call(event.position, |store| {
-                let event = event.clone();
-                async move { mark(&*store, &event).await }
-            })
-            .await?;
-            let position = event.position;
-            self.status.send_modify(|s| {
-                s.dispatched += 1;
-                s.last_dispatched = position;
-            });
-        }
+        // One write for the whole batch; a failed write is retried as a whole (marking is
+        // idempotent), and nothing after this batch is delivered until it succeeded.
+        self.store_call(first.position, |store| async move {
+            mark_batch(&*store, events).await
+        })
+        .await?;
+        let last = events.last().map_or(first.position, |e| e.position);
+        self.status.send_modify(|s| {
+            s.dispatched += events.len() as u64;
+            s.last_dispatched = last;
+        });
         Ok(())
     }
 

@@ -16,6 +16,8 @@ use annals_projector::{
     dispatch_undispatched, publish_fn, Backoff, BoxError, Publish, Publisher, PublisherOptions,
     PublisherState,
 };
+use annals_testkit::wrap::Wrapped;
+use common::counted::Counts;
 use common::{append, within, Env, Kind};
 
 type Sink = Arc<Mutex<Vec<Position>>>;
@@ -297,3 +299,111 @@ on_every_backend!(
     batches_and_filters,
     the_manual_path_dispatches_by_hand,
 );
+
+// How marks reach the store (memory, wrapped to count the calls).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivered_batch_is_marked_in_one_store_call() {
+    let store = Arc::new(Wrapped(Counts::default()));
+    append(&*store, &StreamId::new("a"), 10).await;
+    let sink = Sink::default();
+    let publisher = Publisher::start(store.clone(), sink_publisher(&sink), options(None));
+    within(
+        "the backlog",
+        publisher.wait_until(|s| s.last_dispatched >= 10),
+    )
+    .await;
+    // The backlog, in pages of the batch size: one mark per page.
+    assert_eq!(
+        store.batch_marks(),
+        vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]]
+    );
+    // Live events: however the subscription groups them, one mark per delivered batch.
+    append(&*store, &StreamId::new("b"), 7).await;
+    let status = within(
+        "live events",
+        publisher.wait_until(|s| s.last_dispatched >= 17),
+    )
+    .await;
+    assert_eq!(status.dispatched, 17);
+    publisher.shutdown().await;
+    let marks = store.batch_marks();
+    let live: Vec<Position> = marks[3..].iter().flatten().copied().collect();
+    assert_eq!(live, (11..=17).collect::<Vec<_>>());
+    assert!(
+        marks[3..].iter().all(|b| !b.is_empty() && b.len() <= 4),
+        "{marks:?}"
+    );
+    assert_eq!(store.single_marks(), 0);
+    assert_eq!(delivered(&sink), (1..=17).collect::<Vec<_>>());
+    assert!(undispatched_positions(&*store).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_manual_path_marks_each_page_in_one_store_call() {
+    let store = Wrapped(Counts::default());
+    append(&store, &StreamId::new("a"), 5).await;
+    let sink = Sink::default();
+    let sent = dispatch_undispatched(&store, EventFilter::default(), 2, &sink_publisher(&sink))
+        .await
+        .unwrap();
+    assert_eq!(sent, 5);
+    assert_eq!(store.batch_marks(), vec![vec![1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(store.single_marks(), 0);
+    assert!(undispatched_positions(&store).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_batch_marks_is_marked_event_by_event() {
+    let store = Arc::new(Wrapped(Counts {
+        without_batch_marks: true,
+        ..Counts::default()
+    }));
+    append(&*store, &StreamId::new("a"), 6).await;
+    let sink = Sink::default();
+    let publisher = Publisher::start(store.clone(), sink_publisher(&sink), options(Some(1)));
+    let status = within(
+        "the backlog",
+        publisher.wait_until(|s| s.last_dispatched >= 6),
+    )
+    .await;
+    assert_eq!(status.state, PublisherState::Running);
+    assert_eq!(status.last_error, None);
+    publisher.shutdown().await;
+    assert_eq!(store.single_marks(), 6);
+    assert_eq!(delivered(&sink), (1..=6).collect::<Vec<_>>());
+    assert!(undispatched_positions(&*store).await.is_empty());
+}
+
+#[tokio::test]
+async fn events_gone_before_their_mark_need_none_and_newer_ones_stay_undispatched() {
+    let store = Arc::new(Wrapped(Counts::default()));
+    append(&*store, &StreamId::new("old"), 4).await;
+    // The store is emptied (and written again) while the first batch is being published:
+    // its positions no longer hold its events.
+    let emptied = Arc::new(AtomicU32::new(0));
+    let publish = publish_fn({
+        let store = store.clone();
+        let emptied = emptied.clone();
+        move |_| {
+            let store = store.clone();
+            let first = emptied.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    store.clear_events().await?;
+                    append(&*store, &StreamId::new("new"), 2).await;
+                }
+                Ok::<(), BoxError>(())
+            }
+        }
+    });
+    let sent = dispatch_undispatched(&*store, EventFilter::default(), 4, &publish)
+        .await
+        .unwrap();
+    assert_eq!(sent, 4);
+    // The batch mark was refused (position 3 holds nothing); by id, the old events are
+    // gone, and the new events at positions 1 and 2 were not marked in their place.
+    assert_eq!(store.batch_marks(), vec![vec![1, 2, 3, 4]]);
+    assert_eq!(store.single_marks(), 4);
+    assert_eq!(undispatched_positions(&*store).await, vec![1, 2]);
+}

@@ -8,42 +8,31 @@
 // Test code panics on failure by design: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use annals_core::{
     EventFilter, EventStore, ExpectedVersion, Json, ProposedEvent, ReadAll, RecordedEvent, StreamId,
 };
 use annals_embedded::EmbeddedStore;
 use annals_projector::{BoxError, Publish, Publisher, PublisherOptions};
+use common::crash::{read_runs, run_and_kill, DurableLog, Xorshift};
 
 const CHILD_ENV: &str = "ANNALS_PUBLISHER_CRASH_DIR";
 const CYCLES: usize = 8;
 const WRITERS: usize = 3;
 
-/// Appends one line per delivered event to a file and fsyncs before returning.
-struct FileSink {
-    file: Mutex<File>,
-}
+/// Delivers to a [`DurableLog`]: one fsynced line per delivered event,
+/// `stream version position id`.
+struct FileSink(DurableLog);
 
 impl FileSink {
     fn open(path: &Path) -> FileSink {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        // A line torn by the previous kill ends here, on its own line.
-        file.write_all(b"\nstart\n").unwrap();
-        file.sync_data().unwrap();
-        FileSink {
-            file: Mutex::new(file),
-        }
+        FileSink(DurableLog::open(path))
     }
 }
 
@@ -54,16 +43,18 @@ impl Publish for FileSink {
     }
 
     async fn publish_batch(&self, events: &[RecordedEvent]) -> Result<(), BoxError> {
-        let mut lines = String::new();
-        for e in events {
-            lines.push_str(&format!(
-                "d {} {} {} {} .\n",
-                e.stream.id, e.version, e.position, e.id
-            ));
-        }
-        let mut file = self.file.lock().unwrap();
-        file.write_all(lines.as_bytes())?;
-        file.sync_data()?;
+        let records: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.stream.id.clone(),
+                    e.version.to_string(),
+                    e.position.to_string(),
+                    e.id.to_string(),
+                ]
+            })
+            .collect();
+        self.0.append(&records)?;
         Ok(())
     }
 }
@@ -127,68 +118,25 @@ async fn publisher_crash_child() {
 #[test]
 fn no_event_is_lost_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acknowledged: Vec<String> = Vec::new();
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = Xorshift(0x2545_f491_4f6c_dd1d);
     for cycle in 0..CYCLES {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "publisher_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("ANNALS_PUBLISHER_CRASH_CYCLE", cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(50 + seed % 350);
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        let delay = Duration::from_millis(50 + random.next() % 350);
+        let started = run_and_kill(
+            "publisher_crash_child",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("ANNALS_PUBLISHER_CRASH_CYCLE", cycle.to_string()),
+            ],
+            delay,
+            |line| {
+                if let Some((_, id)) = line.strip_prefix("ack ").and_then(|r| r.split_once(' ')) {
+                    acknowledged.push(id.to_owned());
                 }
-            }
-        });
-        let started = Instant::now();
-        let mut deadline: Option<Instant> = None;
-        loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(30),
-            };
-            match rx.recv_timeout(wait) {
-                Ok(line) if line == "ready" => deadline = Some(Instant::now() + delay),
-                Ok(_) if deadline.is_none() && started.elapsed() > Duration::from_secs(30) => break,
-                Ok(line) => {
-                    if let Some((_, id)) = line.strip_prefix("ack ").and_then(|r| r.split_once(' '))
-                    {
-                        acknowledged.push(id.to_owned());
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        while let Ok(line) = rx.try_recv() {
-            if let Some((_, id)) = line.strip_prefix("ack ").and_then(|r| r.split_once(' ')) {
-                acknowledged.push(id.to_owned());
-            }
-        }
-        assert!(deadline.is_some(), "cycle {cycle}: the child never started");
+                line == "ready"
+            },
+        );
+        assert!(started, "cycle {cycle}: the child never started");
     }
 
     let deliveries_before_drain = parse_log(&dir.path().join("sink.log")).deliveries.len();
@@ -277,40 +225,27 @@ struct Log {
     runs: Vec<Vec<(String, u64, u64, String)>>,
 }
 
-/// Reads the sink file; a torn line (the kill hit a write) may only be the last line of
-/// a run, and counts as not delivered.
+/// Reads the sink file (see [`read_runs`]).
 fn parse_log(path: &Path) -> Log {
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    let mut log = Log {
-        starts: 0,
-        deliveries: Vec::new(),
-        runs: Vec::new(),
-    };
-    for (n, line) in lines.iter().enumerate() {
-        if *line == "start" {
-            log.starts += 1;
-            log.runs.push(Vec::new());
-            continue;
-        }
-        let fields: Vec<&str> = line.split(' ').collect();
-        let whole = fields.len() == 6 && fields[0] == "d" && fields[5] == ".";
-        if !whole {
-            let last_of_run = lines.get(n + 1).is_none_or(|next| *next == "start");
-            assert!(
-                last_of_run,
-                "line {n} is torn but not the last of its run: {line:?}"
-            );
-            continue;
-        }
-        let delivery = (
-            fields[1].to_owned(),
-            fields[2].parse().unwrap(),
-            fields[3].parse().unwrap(),
-            fields[4].to_owned(),
-        );
-        log.deliveries.push(delivery.clone());
-        log.runs.last_mut().expect("a run started").push(delivery);
+    let runs: Vec<Vec<(String, u64, u64, String)>> = read_runs(path)
+        .into_iter()
+        .map(|run| {
+            run.into_iter()
+                .map(|f| {
+                    assert_eq!(f.len(), 4, "not a delivery: {f:?}");
+                    (
+                        f[0].clone(),
+                        f[1].parse().unwrap(),
+                        f[2].parse().unwrap(),
+                        f[3].clone(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    Log {
+        starts: runs.len(),
+        deliveries: runs.iter().flatten().cloned().collect(),
+        runs,
     }
-    log
 }

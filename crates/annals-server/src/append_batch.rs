@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json as JsonBody;
@@ -56,8 +56,10 @@ struct BatchOut<'a> {
 pub(crate) async fn append_batch(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let echo = crate::routes::echo(query.as_deref())?;
     let body = body_bytes(body)?;
     let s = reg.get(&store).await?;
     let batch: BatchBody<'_> =
@@ -93,12 +95,7 @@ pub(crate) async fn append_batch(
                 events += r.events.len() as u64;
                 Outcome {
                     status: StatusCode::CREATED.as_u16(),
-                    body: OutcomeBody::Appended(wire::AppendOut {
-                        commit_id: &r.commit_id,
-                        events: wire::events(&r.events),
-                        head_position: r.head_position,
-                        retried: r.retried,
-                    }),
+                    body: OutcomeBody::Appended(wire::AppendOut::new(r, echo)),
                 }
             }
             Err(e) => Outcome {

@@ -123,17 +123,23 @@ pub(crate) async fn begin(
     Path(store): Path<String>,
 ) -> ApiResult {
     let handle = reg.get(&store).await?;
-    let mut open = reg.imports.lock()?;
-    let imports = open.entry(store).or_default();
-    if imports.len() >= MAX_OPEN_IMPORTS {
-        return Err(ApiError::LimitExceeded {
-            what: "imports".into(),
-            limit: "maxOpenImports",
-            max: MAX_OPEN_IMPORTS,
-        });
-    }
     let id = uuid::Uuid::now_v7().to_string();
-    imports.insert(id.clone(), IncrementalImport::begin(&handle));
+    // Registered under the registry lock, and only while the store is still the open one:
+    // a drop racing this request either finds the import (and removes it) or makes this
+    // request `store_not_found`, never leaves an import of a dropped store behind.
+    reg.while_open(&store, &handle, || {
+        let mut open = reg.imports.lock()?;
+        let imports = open.entry(store.clone()).or_default();
+        if imports.len() >= MAX_OPEN_IMPORTS {
+            return Err(ApiError::LimitExceeded {
+                what: "imports".into(),
+                limit: "maxOpenImports",
+                max: MAX_OPEN_IMPORTS,
+            });
+        }
+        imports.insert(id.clone(), IncrementalImport::begin(&handle));
+        Ok(())
+    })?;
     Ok((StatusCode::CREATED, JsonBody(json!({ "importId": id }))).into_response())
 }
 

@@ -40,6 +40,8 @@
 mod append_batch;
 mod auth;
 mod error;
+#[cfg(test)]
+mod export_tests;
 mod incremental;
 mod maintenance;
 mod metrics;

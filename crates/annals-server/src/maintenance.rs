@@ -49,9 +49,69 @@ const MAX_BATCH: usize = annals_core::limits::MAX_EVENTS_PER_APPEND;
 
 /// `maintenanceMode`: whether the route freezes (and empties) the store around itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
+    /// Nothing implicit (the default).
     Manual,
+    /// Freeze for the duration, unfreeze afterwards (also on error).
     Auto,
+}
+
+/// The `maintenanceMode` query parameter.
+pub(crate) fn mode(p: &Params) -> Result<Mode, ApiError> {
+    match p.get("maintenanceMode") {
+        None | Some("manual") => Ok(Mode::Manual),
+        Some("auto") => Ok(Mode::Auto),
+        Some(other) => Err(ApiError::invalid(
+            "maintenanceMode",
+            format!("must be `auto` or `manual`, not {other:?}"),
+        )),
+    }
+}
+
+/// A freeze that `maintenanceMode=auto` took and must lift: [`FreezeGuard::release`]
+/// lifts it in place; a guard dropped unreleased (a response body dropped because the
+/// client went away) lifts it in a task of its own.
+pub(crate) struct FreezeGuard {
+    store: Option<Arc<dyn EventStore>>,
+}
+
+impl FreezeGuard {
+    /// Freezes the store ([`Error::AlreadyFrozen`] when it is frozen: `auto` never
+    /// lifts a freeze it did not take).
+    pub(crate) async fn freeze(store: Arc<dyn EventStore>) -> Result<Self, ApiError> {
+        store.freeze().await?;
+        Ok(FreezeGuard { store: Some(store) })
+    }
+
+    /// Unfreezes the store now.
+    pub(crate) async fn release(mut self) {
+        if let Some(store) = self.store.take() {
+            unfreeze(&*store).await;
+        }
+    }
+}
+
+async fn unfreeze(store: &dyn EventStore) {
+    match store.unfreeze().await {
+        Ok(()) => {}
+        // Someone unfroze it by hand meanwhile: nothing left to lift.
+        Err(Error::NotFrozen) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot unfreeze the store after an export"),
+    }
+}
+
+impl Drop for FreezeGuard {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { unfreeze(&*store).await });
+            }
+            Err(_) => tracing::warn!("no runtime left to unfreeze the store after an export"),
+        }
+    }
 }
 
 struct ImportParams {
@@ -73,16 +133,7 @@ fn import_params(q: Option<&str>) -> Result<ImportParams, ApiError> {
             ))
         }
     };
-    let mode = match p.get("maintenanceMode") {
-        None | Some("manual") => Mode::Manual,
-        Some("auto") => Mode::Auto,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "maintenanceMode",
-                format!("must be `auto` or `manual`, not {other:?}"),
-            ))
-        }
-    };
+    let mode = mode(&p)?;
     let batch_size = match p.parse::<u64>("batchSize")? {
         None => DEFAULT_BATCH,
         Some(0) => return Err(ApiError::invalid("batchSize", "must be 1 or more")),

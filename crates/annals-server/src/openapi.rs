@@ -138,6 +138,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         204,
     ),
     op(
+        "post",
+        "/v1/stores/{store}/events/dispatched",
+        "markDispatchedAt",
+        "Mark the events at these positions dispatched, all or nothing (extension); 404 \
+         `event_not_found` naming a position that holds no event.",
+        204,
+    ),
+    op(
         "get",
         "/v1/stores/{store}/streams",
         "listStreams",
@@ -166,6 +174,14 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         201,
     ),
     op(
+        "get",
+        "/v1/stores/{store}/snapshots",
+        "listStreamSnapshots",
+        "Every snapshot of one stream, oldest save first: `{\"snapshots\": [...]}` \
+         (extension).",
+        200,
+    ),
+    op(
         "delete",
         "/v1/stores/{store}/snapshots",
         "pruneStreamSnapshots",
@@ -177,6 +193,23 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "/v1/stores/{store}/snapshots/latest",
         "latestStreamSnapshot",
         "The newest snapshot at or below a version.",
+        200,
+    ),
+    op(
+        "get",
+        "/v1/stores/{store}/snapshot-keys",
+        "listSnapshots",
+        "Keyed snapshots in bytewise key order, paged with startAfter and limit: \
+         `{\"snapshots\": [{\"key\", \"content\", \"timestamp\"}], \"nextStartAfter\"}` \
+         (extension).",
+        200,
+    ),
+    op(
+        "post",
+        "/v1/stores/{store}/snapshot-keys/import",
+        "importSnapshots",
+        "Store keyed snapshots keeping their timestamps, replacing same keys, all or \
+         nothing; allowed while frozen: `{\"imported\": n}` (extension).",
         200,
     ),
     op(
@@ -211,7 +244,8 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "put",
         "/v1/stores/{store}/secrets/{id}",
         "setSecret",
-        "Store a secret under a new id.",
+        "Store a secret under a new id; with `events`, appended in the same commit \
+         (the answer then also carries `commitId`, `events`, `headPosition`).",
         201,
     ),
     op(
@@ -225,7 +259,8 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "delete",
         "/v1/stores/{store}/secrets/{id}",
         "deleteSecret",
-        "Erase a secret for good.",
+        "Erase a secret for good (204); with `events` in the body, appended in the same \
+         commit, the answer is 200 with the append answer.",
         204,
     ),
     op(
@@ -333,10 +368,17 @@ fn query_parameters(id: &str) -> Vec<Query> {
             q.extend_from_slice(EVENT_FILTER);
             q.push(("afterPosition", "integer", false));
         }
+        // `echo=false`: each event answered with what the store decided only.
+        "append" | "appendBatch" => q.push(("echo", "boolean", false)),
         "exportEvents" => q.extend_from_slice(&[
             ("afterPosition", "integer", false),
             ("limit", "integer", false),
+            ("maintenanceMode", "string", false),
         ]),
+        "listStreamSnapshots" => q.extend_from_slice(STREAM),
+        "listSnapshots" => {
+            q.extend_from_slice(&[("startAfter", "string", false), ("limit", "integer", false)])
+        }
         "importEvents" => q.extend_from_slice(&[
             ("onConflict", "string", false),
             ("batchSize", "integer", false),
@@ -422,13 +464,29 @@ fn expected_version_schema() -> Value {
     ]})
 }
 
+/// The `secret` extension of an append: set (`secret`) or delete (`delete: true`) a
+/// secret in the same commit.
+fn secret_change_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string"},
+            "secret": {"type": "string"},
+            "delete": {"type": "boolean"}
+        }
+    })
+}
+
 fn append_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
             "commitId": {"type": "string"},
             "expectedVersion": expected_version_schema(),
-            "events": {"type": "array", "items": event_schema()}
+            "overwrite": {"type": "boolean"},
+            "events": {"type": "array", "items": event_schema()},
+            "secret": secret_change_schema()
         }
     })
 }
@@ -475,12 +533,41 @@ fn request_body(id: &str) -> Option<Value> {
             "required": ["content"],
             "properties": {"content": {"type": "string"}}
         })),
-        // API.md's optional `events` (appended atomically with the secret) is not served
-        // yet: such a request is `501 unsupported`, so the document leaves it out.
         "setSecret" => json_body(json!({
             "type": "object",
             "required": ["secret"],
-            "properties": {"secret": {"type": "string"}}
+            "properties": {
+                "secret": {"type": "string"},
+                "commitId": {"type": "string"},
+                "expectedVersion": expected_version_schema(),
+                "events": {"type": "array", "items": event_schema()}
+            }
+        })),
+        "deleteSecret" => json!({"required": false, "content": {"application/json": {"schema": {
+            "type": "object",
+            "properties": {
+                "commitId": {"type": "string"},
+                "expectedVersion": expected_version_schema(),
+                "events": {"type": "array", "items": event_schema()}
+            }
+        }}}}),
+        "markDispatchedAt" => json_body(json!({
+            "type": "object",
+            "required": ["positions"],
+            "properties": {"positions": {"type": "array", "items": {"type": "integer", "minimum": 1}}}
+        })),
+        "importSnapshots" => json_body(json!({
+            "type": "object",
+            "required": ["snapshots"],
+            "properties": {"snapshots": {"type": "array", "items": {
+                "type": "object",
+                "required": ["key", "content", "timestamp"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "content": {"type": "string"},
+                    "timestamp": {"type": "string"}
+                }
+            }}}
         })),
         _ => return None,
     })

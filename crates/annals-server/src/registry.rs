@@ -2,7 +2,7 @@
 //! or (with `--postgres`) one store per row of the `stores` table of one PostgreSQL
 //! schema, through `annals_postgres`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,9 @@ pub(crate) enum Backing {
 pub(crate) struct Registry {
     backing: Backing,
     stores: Mutex<HashMap<String, Arc<dyn EventStore>>>,
+    /// PostgreSQL stores being dropped: they answer `store_not_found` from the start of
+    /// the drop (an embedded store's directory is renamed away instead).
+    dropping: Mutex<HashSet<String>>,
     shutting_down: AtomicBool,
     /// See [`crate::ServerConfig::max_subscriber_lag`].
     pub(crate) max_subscriber_lag: u64,
@@ -107,6 +110,7 @@ impl Registry {
             backing,
             max_subscriber_lag,
             stores: Mutex::new(HashMap::new()),
+            dropping: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
             imports: crate::incremental::Imports::default(),
@@ -118,10 +122,46 @@ impl Registry {
         Ok(stores.get(name).cloned())
     }
 
-    fn cache(&self, name: &str, store: Arc<dyn EventStore>) -> Result<(), ApiError> {
+    /// Caches a store just opened, unless a drop of it began meanwhile; returns the
+    /// cached store (another request's, when it was first).
+    pub(crate) fn cache(
+        &self,
+        name: &str,
+        store: Arc<dyn EventStore>,
+    ) -> Result<Arc<dyn EventStore>, ApiError> {
         let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
-        stores.insert(name.to_owned(), store);
-        Ok(())
+        if self.is_dropping(name)? {
+            return Err(Error::not_found("store", name).into());
+        }
+        Ok(Arc::clone(stores.entry(name.to_owned()).or_insert(store)))
+    }
+
+    fn is_dropping(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .dropping
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .contains(name))
+    }
+
+    /// Runs `f` under the registry lock if `store` is still the open store `name` (not
+    /// dropped, not being dropped, not replaced by a new store of the same name): what
+    /// `f` registers for the store then goes with the store's drop, which takes the same
+    /// lock. `store_not_found` otherwise.
+    pub(crate) fn while_open<T>(
+        &self,
+        name: &str,
+        store: &Arc<dyn EventStore>,
+        f: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+        let current = stores.get(name).is_some_and(|s| Arc::ptr_eq(s, store));
+        if !current || self.is_dropping(name)? {
+            return Err(Error::not_found("store", name).into());
+        }
+        let result = f();
+        drop(stores);
+        result
     }
 
     /// The named store, opened if it is not open yet.
@@ -130,6 +170,9 @@ impl Registry {
         match &self.backing {
             Backing::Embedded { dir, options } => {
                 let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+                if self.is_dropping(name)? {
+                    return Err(Error::not_found("store", name).into());
+                }
                 if let Some(store) = stores.get(name) {
                     return Ok(Arc::clone(store));
                 }
@@ -146,12 +189,11 @@ impl Registry {
                 if let Some(store) = self.cached(name)? {
                     return Ok(store);
                 }
-                if !db.store_exists(name).await? {
+                if self.is_dropping(name)? || !db.store_exists(name).await? {
                     return Err(Error::not_found("store", name).into());
                 }
                 let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
-                self.cache(name, Arc::clone(&store))?;
-                Ok(store)
+                self.cache(name, store)
             }
         }
     }
@@ -176,7 +218,7 @@ impl Registry {
                     return Err(ApiError::StoreAlreadyExists(name.to_owned()));
                 }
                 let store: Arc<dyn EventStore> = Arc::new(db.open_store(name).await?);
-                self.cache(name, store)
+                self.cache(name, store).map(drop)
             }
         }
     }
@@ -186,11 +228,20 @@ impl Registry {
     /// An embedded store's directory is first renamed out of the way (under the registry
     /// lock, so no request can open it again meanwhile), then closed and removed: requests
     /// racing the drop see either the store or `store_not_found`, never a half-deleted
-    /// directory.
+    /// directory. From the start of the drop the store answers `store_not_found` and its
+    /// open incremental imports are gone; none can be opened on it any more
+    /// ([`Registry::while_open`]).
     pub(crate) async fn drop_store(&self, name: &str) -> Result<(), ApiError> {
         let store = self.get(name).await?;
         let trash = {
             let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
+            if !stores
+                .get(name)
+                .is_some_and(|current| Arc::ptr_eq(current, &store))
+            {
+                // Another drop got there first.
+                return Err(Error::not_found("store", name).into());
+            }
             let trash = match &self.backing {
                 Backing::Embedded { dir, .. } => {
                     let trash = dir.join(format!(".dropped-{name}-{}", uuid::Uuid::now_v7()));
@@ -198,7 +249,15 @@ impl Registry {
                         .map_err(|e| ApiError::from(Error::backend("server", e)))?;
                     Some(trash)
                 }
-                Backing::Postgres(_) => None,
+                Backing::Postgres(_) => {
+                    // The rows stay until `drop_store` returns: until then the store
+                    // must not be opened again.
+                    let mut dropping = self.dropping.lock().map_err(|_| lock_poisoned())?;
+                    if !dropping.insert(name.to_owned()) {
+                        return Err(Error::not_found("store", name).into());
+                    }
+                    None
+                }
             };
             stores.remove(name);
             self.imports.drop_store(name);
@@ -212,9 +271,20 @@ impl Registry {
                 drop(store);
                 remove_trash(&trash).await;
             }
-            None => store.drop_store().await?,
+            None => {
+                let dropped = store.drop_store().await;
+                self.dropped(name);
+                dropped?;
+            }
         }
         Ok(())
+    }
+
+    /// Ends the drop of `name`: a store of that name may be created again.
+    fn dropped(&self, name: &str) {
+        if let Ok(mut dropping) = self.dropping.lock() {
+            dropping.remove(name);
+        }
     }
 
     /// Whether the server is shutting down (its stores close because of that).

@@ -62,21 +62,31 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
             "/v1/stores/{store}/events/{id}/dispatched",
             post(mark_dispatched),
         )
+        .route(
+            "/v1/stores/{store}/events/dispatched",
+            post(mark_dispatched_at),
+        )
         .route("/v1/stores/{store}/events/export", get(export))
         .route("/v1/stores/{store}/streams", get(list_streams))
         .route("/v1/stores/{store}/streams/info", get(stream_info))
         .route("/v1/stores/{store}/streams/events", get(read_stream))
         .route(
             "/v1/stores/{store}/snapshots",
-            post(save_stream_snapshot).delete(prune_stream_snapshots),
+            post(save_stream_snapshot)
+                .get(list_stream_snapshots)
+                .delete(prune_stream_snapshots),
         )
         .route(
             "/v1/stores/{store}/snapshots/latest",
             get(latest_stream_snapshot),
         )
+        .route("/v1/stores/{store}/snapshot-keys", get(list_snapshots))
         .route(
             "/v1/stores/{store}/snapshot-keys/{key}",
-            put(save_snapshot).get(load_snapshot).delete(drop_snapshot),
+            put(save_snapshot)
+                .get(load_snapshot)
+                .delete(drop_snapshot)
+                .post(import_snapshots),
         )
         .route(
             "/v1/stores/{store}/secrets",
@@ -149,6 +159,12 @@ async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
         .into_response()
 }
 
+/// Counts one append and its events.
+fn count_append(reg: &Registry, result: &annals_core::AppendResult) {
+    count(&reg.metrics.appends, 1);
+    count(&reg.metrics.appended_events, result.events.len() as u64);
+}
+
 pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
     counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
@@ -191,21 +207,27 @@ async fn unfreeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -
 async fn append(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let echo = echo(query.as_deref())?;
     let body = body_bytes(body)?;
     let s = reg.get(&store).await?;
     let request = parse_body::<AppendBody>(&body)?.into_request()?;
     let result = s.append(request).await?;
-    count(&reg.metrics.appends, 1);
-    count(&reg.metrics.appended_events, result.events.len() as u64);
-    let body = wire::AppendOut {
-        commit_id: &result.commit_id,
-        events: wire::events(&result.events),
-        head_position: result.head_position,
-        retried: result.retried,
-    };
-    Ok((StatusCode::CREATED, JsonBody(body)).into_response())
+    count_append(&reg, &result);
+    Ok((
+        StatusCode::CREATED,
+        JsonBody(wire::AppendOut::new(&result, echo)),
+    )
+        .into_response())
+}
+
+/// The `echo` query parameter of the append endpoints (default `true`): `false` answers
+/// each event with what the store decided only (position, id, version, timestamp,
+/// commit sequence, dispatch mark), not what the client sent.
+pub(crate) fn echo(query: Option<&str>) -> Result<bool, ApiError> {
+    Ok(Params::parse_query(query)?.flag("echo")?.unwrap_or(true))
 }
 
 /// The filter of `GET /events` and `/subscribe`.
@@ -277,6 +299,30 @@ async fn read_all(
 /// Events per page read while exporting.
 const EXPORT_PAGE: u64 = 1000;
 
+/// Where an export stands between two pages of its body.
+struct ExportState {
+    store: Arc<dyn annals_core::EventStore>,
+    after: u64,
+    remaining: Option<u64>,
+    done: bool,
+    /// With `maintenanceMode=auto`: the freeze to lift when the body ends.
+    frozen: Option<crate::maintenance::FreezeGuard>,
+}
+
+impl ExportState {
+    /// Lifts the export's freeze (if any) before the body's last byte or error goes out,
+    /// so a client that saw the end also sees the store writable.
+    async fn finish(&mut self) {
+        if let Some(guard) = self.frozen.take() {
+            guard.release().await;
+        }
+    }
+}
+
+/// `GET /events/export?afterPosition=&limit=&maintenanceMode=`: NDJSON in position
+/// order. With `maintenanceMode=auto` the store is frozen (409 `already_frozen` when it
+/// is) for as long as the body is being sent, and unfrozen when it ends, fails, or the
+/// client goes away.
 async fn export(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
@@ -286,49 +332,57 @@ async fn export(
     let p = Params::parse_query(q.as_deref())?;
     let after: u64 = p.parse("afterPosition")?.unwrap_or(0);
     let limit: Option<u64> = p.parse("limit")?;
+    let frozen = match crate::maintenance::mode(&p)? {
+        crate::maintenance::Mode::Auto => {
+            Some(crate::maintenance::FreezeGuard::freeze(Arc::clone(&s)).await?)
+        }
+        crate::maintenance::Mode::Manual => None,
+    };
     let head = s.describe().await?.head_position;
     count(&reg.metrics.reads, 1);
+    let state = ExportState {
+        store: s,
+        after,
+        remaining: limit,
+        done: false,
+        frozen,
+    };
     // Pages are read one at a time, as the client takes the previous one.
-    let lines = futures::stream::unfold(
-        (s, after, limit, false),
-        |(s, after, remaining, done)| async move {
-            if done || remaining == Some(0) {
-                return None;
+    let lines = futures::stream::unfold(state, |mut st| async move {
+        if st.done || st.remaining == Some(0) {
+            st.finish().await;
+            return None;
+        }
+        let page_size = st.remaining.map_or(EXPORT_PAGE, |r| r.min(EXPORT_PAGE));
+        let page = match st
+            .store
+            .read_all(ReadAll::forward().after(st.after).limit(page_size))
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "export stopped");
+                st.finish().await;
+                st.done = true;
+                return Some((Err(std::io::Error::other(e.to_string())), st));
             }
-            let page_size = remaining.map_or(EXPORT_PAGE, |r| r.min(EXPORT_PAGE));
-            let page = match s
-                .read_all(ReadAll::forward().after(after).limit(page_size))
-                .await
-            {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, "export stopped");
-                    return Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (s, after, remaining, true),
-                    ));
-                }
-            };
-            let last = page.events.last().map_or(after, |e| e.position);
-            // The NDJSON codec every exporter and importer shares: a payload with a line
-            // break inside still makes one line.
-            let mut text = Vec::new();
-            for e in &page.events {
-                if let Err(e) = annals_core::ndjson::write_event(&mut text, e) {
-                    return Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (s, after, remaining, true),
-                    ));
-                }
+        };
+        // The NDJSON codec every exporter and importer shares: a payload with a line
+        // break inside still makes one line.
+        let mut text = Vec::new();
+        for e in &page.events {
+            if let Err(e) = annals_core::ndjson::write_event(&mut text, e) {
+                st.finish().await;
+                st.done = true;
+                return Some((Err(std::io::Error::other(e.to_string())), st));
             }
-            let n = page.events.len() as u64;
-            let done = page.end || n == 0;
-            Some((
-                Ok(Bytes::from(text)),
-                (s, last, remaining.map(|r| r - n), done),
-            ))
-        },
-    );
+        }
+        let n = page.events.len() as u64;
+        st.after = page.events.last().map_or(st.after, |e| e.position);
+        st.remaining = st.remaining.map(|r| r - n);
+        st.done = page.end || n == 0;
+        Some((Ok(Bytes::from(text)), st))
+    });
     Ok((
         [
             (
@@ -350,6 +404,31 @@ async fn mark_dispatched(
     Path((store, id)): Path<(String, String)>,
 ) -> ApiResult {
     reg.get(&store).await?.mark_dispatched(&id).await?;
+    no_content()
+}
+
+/// The most positions one `POST /events/dispatched` may mark.
+pub(crate) const MAX_DISPATCHED_POSITIONS: usize = annals_core::limits::MAX_EVENTS_PER_APPEND;
+
+/// `POST /events/dispatched` body `{"positions": [...]}` (extension): marks the events
+/// at these positions dispatched, all or nothing; `404 event_not_found` naming the first
+/// position that holds no event.
+async fn mark_dispatched_at(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_bytes(body)?;
+    let s = reg.get(&store).await?;
+    let b: wire::PositionsIn = parse_body(&body)?;
+    if b.positions.len() > MAX_DISPATCHED_POSITIONS {
+        return Err(ApiError::LimitExceeded {
+            what: "positions".into(),
+            limit: "maxDispatchedPositions",
+            max: MAX_DISPATCHED_POSITIONS,
+        });
+    }
+    s.mark_dispatched_at(&b.positions).await?;
     no_content()
 }
 
@@ -475,6 +554,23 @@ async fn save_stream_snapshot(
         .into_response())
 }
 
+/// `GET /snapshots?aggregateId=&aggregate=&context=` (extension): every snapshot of
+/// the stream (absent `aggregate`/`context` = null), oldest save first.
+async fn list_stream_snapshots(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store).await?;
+    let p = Params::parse_query(q.as_deref())?;
+    if p.get("aggregateId").is_none() {
+        return Err(ApiError::invalid("aggregateId", "is required"));
+    }
+    let snapshots = s.list_stream_snapshots(&p.stream()).await?;
+    let snapshots: Vec<_> = snapshots.iter().map(wire::stream_snapshot).collect();
+    Ok(JsonBody(json!({ "snapshots": snapshots })).into_response())
+}
+
 async fn latest_stream_snapshot(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
@@ -516,6 +612,66 @@ async fn save_snapshot(
     no_content()
 }
 
+/// The most keyed snapshots one `GET /snapshot-keys` answers when `limit` is absent
+/// or larger.
+pub(crate) const MAX_SNAPSHOT_PAGE: u64 = 1000;
+
+/// `GET /snapshot-keys?startAfter=&limit=` (extension): keyed snapshots in bytewise key
+/// order, at most `limit` (default and maximum [`MAX_SNAPSHOT_PAGE`]); `nextStartAfter` is
+/// the last key when more may follow.
+async fn list_snapshots(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let s = reg.get(&store).await?;
+    let p = Params::parse_query(q.as_deref())?;
+    let limit = p
+        .parse::<u64>("limit")?
+        .unwrap_or(MAX_SNAPSHOT_PAGE)
+        .min(MAX_SNAPSHOT_PAGE);
+    let snapshots = s
+        .list_snapshots(annals_core::SnapshotKeyQuery {
+            start_after: p.string("startAfter"),
+            limit: Some(limit),
+        })
+        .await?;
+    let next = (limit > 0 && snapshots.len() as u64 == limit)
+        .then(|| snapshots.last().map(|s| s.key.clone()))
+        .flatten();
+    let snapshots: Vec<Value> = snapshots.iter().map(wire::keyed_snapshot).collect();
+    ok(
+        StatusCode::OK,
+        json!({ "snapshots": snapshots, "nextStartAfter": next }),
+    )
+}
+
+/// `POST /snapshot-keys/import` body `{"snapshots": [{"key", "content", "timestamp"}]}`
+/// (extension) → `{"imported": n}`: keeps the timestamps, replaces snapshots with the
+/// same keys, all or nothing; allowed while frozen. Routed through `/snapshot-keys/{key}`
+/// so that a key may be called `import` (its GET, PUT and DELETE stay there).
+async fn import_snapshots(
+    State(reg): State<Arc<Registry>>,
+    Path((store, key)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    if key != "import" {
+        return Ok((
+            StatusCode::METHOD_NOT_ALLOWED,
+            JsonBody(json!({"error": {
+                "code": "method_not_allowed",
+                "message": "POST is only defined for /snapshot-keys/import",
+            }})),
+        )
+            .into_response());
+    }
+    let body = body_bytes(body)?;
+    let s = reg.get(&store).await?;
+    let b: wire::KeyedSnapshotsIn = parse_body(&body)?;
+    let imported = s.import_snapshots(b.into_snapshots()).await?;
+    ok(StatusCode::OK, json!({ "imported": imported }))
+}
+
 async fn load_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
@@ -545,19 +701,34 @@ async fn set_secret(
     let body = body_bytes(body)?;
     let s = reg.get(&store).await?;
     let b: wire::SecretBody = parse_body(&body)?;
-    if !b.events.is_empty() {
-        // The trait has no atomic "secret plus events" write yet.
-        return Err(Error::Unsupported {
-            backend: "server",
-            operation: "events appended with a secret",
-        }
-        .into());
+    if !b.has_events() {
+        let secret = s.set_secret(&id, &b.secret).await?;
+        return ok(
+            StatusCode::CREATED,
+            json!({"id": secret.id, "idx": secret.idx}),
+        );
     }
-    let secret = s.set_secret(&id, &b.secret).await?;
-    ok(
-        StatusCode::CREATED,
-        json!({"id": secret.id, "idx": secret.idx}),
-    )
+    // One append stores the secret and the events: both, or neither.
+    let result = s.append(b.into_request(id.clone())?).await?;
+    count_append(&reg, &result);
+    let idx = result
+        .secret
+        .as_ref()
+        .map(|secret| secret.idx)
+        .ok_or_else(|| {
+            ApiError::from(Error::backend(
+                "server",
+                std::io::Error::other("the store did not report the secret it stored"),
+            ))
+        })?;
+    let mut answer = serde_json::to_value(wire::AppendOut::new(&result, true))
+        .map_err(|e| ApiError::from(Error::backend("server", e)))?;
+    if let Some(fields) = answer.as_object_mut() {
+        fields.remove("secret");
+        fields.insert("id".into(), json!(id));
+        fields.insert("idx".into(), json!(idx));
+    }
+    ok(StatusCode::CREATED, answer)
 }
 
 async fn get_secret(
@@ -570,6 +741,8 @@ async fn get_secret(
     }
 }
 
+/// `DELETE /secrets/{id}`: `204`, or with `events` in the body (appended in the same
+/// commit as the deletion) `200` with the append answer.
 async fn delete_secret(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
@@ -577,21 +750,26 @@ async fn delete_secret(
 ) -> ApiResult {
     let body = body_bytes(body)?;
     let s = reg.get(&store).await?;
-    if !body.is_empty() {
-        let b: Value = parse_body(&body)?;
-        if b.get("events")
-            .and_then(Value::as_array)
-            .is_some_and(|e| !e.is_empty())
-        {
-            return Err(Error::Unsupported {
-                backend: "server",
-                operation: "events appended with a secret deletion",
-            }
-            .into());
+    let b: Option<AppendBody> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(parse_body(&body)?)
+    };
+    match b {
+        Some(b) if b.has_events() => {
+            let result = s.append(b.into_deletion(id)?).await?;
+            count_append(&reg, &result);
+            ok(
+                StatusCode::OK,
+                serde_json::to_value(wire::AppendOut::new(&result, true))
+                    .map_err(|e| ApiError::from(Error::backend("server", e)))?,
+            )
+        }
+        _ => {
+            s.delete_secret(&id).await?;
+            no_content()
         }
     }
-    s.delete_secret(&id).await?;
-    no_content()
 }
 
 async fn list_secrets(

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 
 use annals_core::{
-    AppendRequest, ExpectedVersion, Json, KeyedSnapshot, ProposedEvent, RecordedEvent, Secret,
-    StoreDescription, StreamId, StreamInfo, StreamSnapshot, StreamWrite, Timestamp,
+    AppendRequest, AppendResult, ExpectedVersion, Json, KeyedSnapshot, ProposedEvent,
+    RecordedEvent, Secret, SecretChange, StoreDescription, StreamId, StreamInfo, StreamSnapshot,
+    StreamWrite, Timestamp,
 };
 
 use crate::error::{optional, ApiError};
@@ -205,7 +206,38 @@ pub(crate) struct WriteBody {
     events: Vec<EventBody>,
 }
 
-/// The append body of API.md, plus the `writes` extension.
+/// The `secret` extension of an append body: `{"id", "secret"}` sets a secret,
+/// `{"id", "delete": true}` deletes one, in the same commit as the events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretWire {
+    id: String,
+    secret: Option<String>,
+    #[serde(default)]
+    delete: bool,
+}
+
+impl SecretWire {
+    fn into_change(self) -> Result<SecretChange, ApiError> {
+        match (self.secret, self.delete) {
+            (Some(secret), false) => Ok(SecretChange::Set {
+                id: self.id,
+                secret,
+            }),
+            (None, true) => Ok(SecretChange::Delete { id: self.id }),
+            (Some(_), true) => Err(ApiError::invalid(
+                "secret.delete",
+                "give either secret (to set) or delete: true, not both",
+            )),
+            (None, false) => Err(ApiError::invalid(
+                "secret.secret",
+                "is required unless delete is true",
+            )),
+        }
+    }
+}
+
+/// The append body of API.md, plus the `writes` and `secret` extensions.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AppendBody {
@@ -215,21 +247,82 @@ pub(crate) struct AppendBody {
     overwrite: bool,
     events: Option<Vec<EventBody>>,
     writes: Option<Vec<WriteBody>>,
+    secret: Option<SecretWire>,
+}
+
+/// The body of `PUT /secrets/{id}`: the secret, and optionally the events appended
+/// atomically with it (as in an append body).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SecretBody {
+    pub(crate) secret: String,
+    commit_id: Option<String>,
+    expected_version: Option<ExpectedWire>,
+    #[serde(default)]
+    overwrite: bool,
+    events: Option<Vec<EventBody>>,
+    writes: Option<Vec<WriteBody>>,
+}
+
+impl SecretBody {
+    /// Whether the body carries events to append with the secret.
+    pub(crate) fn has_events(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| !e.is_empty())
+            || self
+                .writes
+                .as_ref()
+                .is_some_and(|w| w.iter().any(|w| !w.events.is_empty()))
+    }
+
+    /// The append that stores the secret `id` with the events.
+    pub(crate) fn into_request(self, id: String) -> Result<AppendRequest, ApiError> {
+        let mut request = AppendBody {
+            commit_id: self.commit_id,
+            expected_version: self.expected_version,
+            overwrite: self.overwrite,
+            events: self.events,
+            writes: self.writes,
+            secret: None,
+        }
+        .into_request()?;
+        request.secret = Some(SecretChange::Set {
+            id,
+            secret: self.secret,
+        });
+        Ok(request)
+    }
 }
 
 impl AppendBody {
+    /// Whether the body carries events.
+    pub(crate) fn has_events(&self) -> bool {
+        self.events.as_ref().is_some_and(|e| !e.is_empty())
+            || self
+                .writes
+                .as_ref()
+                .is_some_and(|w| w.iter().any(|w| !w.events.is_empty()))
+    }
+
+    /// The append request of `DELETE /secrets/{id}`: the events with the deletion.
+    pub(crate) fn into_deletion(mut self, id: String) -> Result<AppendRequest, ApiError> {
+        if self.secret.take().is_some() {
+            return Err(ApiError::invalid(
+                "secret",
+                "the secret to delete is the one of the path",
+            ));
+        }
+        let mut request = self.into_request()?;
+        request.secret = Some(SecretChange::Delete { id });
+        Ok(request)
+    }
+
     /// The append request this body describes.
     pub(crate) fn into_request(self) -> Result<AppendRequest, ApiError> {
-        if self.overwrite {
-            return Err(annals_core::Error::Unsupported {
-                backend: "server",
-                operation: "overwrite",
-            }
-            .into());
-        }
         let mut request = AppendRequest {
             commit_id: self.commit_id,
-            writes: Vec::new(),
+            overwrite: self.overwrite,
+            secret: self.secret.map(SecretWire::into_change).transpose()?,
+            ..AppendRequest::default()
         };
         match (self.events, self.writes) {
             (Some(_), Some(_)) => {
@@ -362,14 +455,61 @@ pub(crate) fn events(events: &[RecordedEvent]) -> Vec<EventOut<'_>> {
     events.iter().map(EventOut).collect()
 }
 
-/// The append response.
+/// The append response (with the `secret` extension when the append changed one).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AppendOut<'a> {
     pub(crate) commit_id: &'a str,
-    pub(crate) events: Vec<EventOut<'a>>,
+    pub(crate) events: AppendedEvents<'a>,
     pub(crate) head_position: u64,
     pub(crate) retried: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) secret: Option<Value>,
+}
+
+impl<'a> AppendOut<'a> {
+    /// The answer to an append; `echo = false` (the `?echo=false` extension) leaves out
+    /// what the client sent itself (stream, type, payload, metadata).
+    pub(crate) fn new(result: &'a AppendResult, echo: bool) -> Self {
+        AppendOut {
+            commit_id: &result.commit_id,
+            events: if echo {
+                AppendedEvents::Full(events(&result.events))
+            } else {
+                AppendedEvents::Brief(result.events.iter().map(EventBrief).collect())
+            },
+            head_position: result.head_position,
+            retried: result.retried,
+            secret: result.secret.as_ref().map(secret),
+        }
+    }
+}
+
+/// The events of an append answer, whole or brief.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum AppendedEvents<'a> {
+    Full(Vec<EventOut<'a>>),
+    Brief(Vec<EventBrief<'a>>),
+}
+
+/// What the store decided about an appended event: position, id, version, timestamp,
+/// commit id and sequence, dispatch mark (`?echo=false`).
+pub(crate) struct EventBrief<'a>(pub(crate) &'a RecordedEvent);
+
+impl Serialize for EventBrief<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = serializer.serialize_map(Some(7))?;
+        m.serialize_entry("position", &e.position)?;
+        m.serialize_entry("id", e.id.as_str())?;
+        m.serialize_entry("version", &e.version)?;
+        m.serialize_entry("timestamp", &e.timestamp)?;
+        m.serialize_entry("commitId", e.commit_id.as_str())?;
+        m.serialize_entry("commitSequence", &e.commit_sequence)?;
+        m.serialize_entry("dispatched", &e.dispatched)?;
+        m.end()
+    }
 }
 
 /// `GET /events` (with the `nextCursor` and `end` extensions).
@@ -489,10 +629,36 @@ pub(crate) fn secret(s: &Secret) -> Value {
     json!({"idx": s.idx, "id": s.id, "secret": s.secret})
 }
 
-/// The body of `PUT /secrets/{id}`.
+/// A keyed snapshot as `POST /snapshot-keys/import` takes it (timestamp kept).
 #[derive(Deserialize)]
-pub(crate) struct SecretBody {
-    pub(crate) secret: String,
-    #[serde(default)]
-    pub(crate) events: Vec<Value>,
+pub(crate) struct KeyedSnapshotIn {
+    key: String,
+    content: String,
+    timestamp: Timestamp,
+}
+
+/// The body of `POST /snapshot-keys/import`.
+#[derive(Deserialize)]
+pub(crate) struct KeyedSnapshotsIn {
+    snapshots: Vec<KeyedSnapshotIn>,
+}
+
+impl KeyedSnapshotsIn {
+    /// The snapshots to import.
+    pub(crate) fn into_snapshots(self) -> Vec<KeyedSnapshot> {
+        self.snapshots
+            .into_iter()
+            .map(|s| KeyedSnapshot {
+                key: s.key,
+                content: s.content,
+                timestamp: s.timestamp,
+            })
+            .collect()
+    }
+}
+
+/// The body of `POST /events/dispatched`.
+#[derive(Deserialize)]
+pub(crate) struct PositionsIn {
+    pub(crate) positions: Vec<u64>,
 }

@@ -360,3 +360,54 @@ async fn a_commit_while_the_store_is_frozen_is_allowed() {
     assert_eq!(status, StatusCode::LOCKED, "{body}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_import_cannot_be_opened_on_a_dropped_store() {
+    let s = start().await;
+    let (status, _) = s.call(Method::DELETE, "/v1/stores/s", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = s.call(Method::POST, "/v1/stores/s/imports", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "store_not_found");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_opened_while_the_store_is_dropped_never_outlive_it() {
+    let s = std::sync::Arc::new(start().await);
+    for round in 0..20 {
+        if round > 0 {
+            let (status, _) = s.call(Method::PUT, "/v1/stores/s", None).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let begins: Vec<_> = (0..8)
+            .map(|_| {
+                let s = std::sync::Arc::clone(&s);
+                tokio::spawn(
+                    async move { s.call(Method::POST, "/v1/stores/s/imports", None).await },
+                )
+            })
+            .collect();
+        let (status, _) = s.call(Method::DELETE, "/v1/stores/s", None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        for begin in begins {
+            let (status, body) = begin.await.unwrap();
+            // Before the drop: opened (and gone with the store); after: no store.
+            assert!(
+                status == StatusCode::CREATED
+                    || (status == StatusCode::NOT_FOUND
+                        && body["error"]["code"] == "store_not_found"),
+                "{status} {body}"
+            );
+        }
+        // A new store of the same name starts without any of them.
+        let (status, _) = s.call(Method::PUT, "/v1/stores/s", None).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, body) = s.call(Method::GET, "/v1/stores/s/imports", None).await;
+        assert_eq!(body, json!({"imports": []}), "round {round}");
+        let (status, _) = s.call(Method::DELETE, "/v1/stores/s", None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let s = std::sync::Arc::into_inner(s).unwrap();
+    s.stop().await;
+}

@@ -5176,3 +5176,1522 @@ pub async fn import_secrets_conflicts_are_skipped_or_secret_already_exists(store
         "an empty secret id",
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Overwrite (in-place replacement)
+// ---------------------------------------------------------------------------------
+
+/// An overwrite request (`AppendRequest::overwriting`) to one stream.
+fn overwrite_request(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<ProposedEvent>,
+) -> AppendRequest {
+    AppendRequest::to_stream(stream.clone(), expected, events).overwriting()
+}
+
+/// Appends `n` events to `stream`, one append each, with ids `{prefix}{i}`, type
+/// `Counted`, payload `{"i":i}` and the timestamp `at(i)` (i from 1).
+async fn seed_timed(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    prefix: &str,
+    n: usize,
+) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let e = event("Counted", &format!(r#"{{"i":{i}}}"#))
+            .with_id(format!("{prefix}{i}"))
+            .with_timestamp(at(i as i64));
+        out.extend(
+            append_ok(store, stream, ExpectedVersion::Any, vec![e])
+                .await
+                .events,
+        );
+    }
+    out
+}
+
+/// `old` as it reads after an overwrite with `proposed` in the commit `commit_id`
+/// (sequence `seq`), per the rules of `AppendRequest::overwriting`.
+fn replaced_as(
+    old: &RecordedEvent,
+    proposed: &ProposedEvent,
+    commit_id: &str,
+    seq: u32,
+) -> RecordedEvent {
+    RecordedEvent {
+        id: proposed
+            .id
+            .as_deref()
+            .map_or_else(|| old.id.clone(), Into::into),
+        event_type: proposed.event_type.as_str().into(),
+        timestamp: proposed.timestamp.unwrap_or(old.timestamp),
+        payload: proposed.payload.clone(),
+        metadata: proposed.metadata.clone(),
+        commit_id: commit_id.into(),
+        commit_sequence: seq,
+        ..old.clone()
+    }
+}
+
+/// A replacement keeps the stored event's position, version and dispatch mark and
+/// takes the new type, payload, metadata and commit id; the head, the stream's version
+/// and the counts do not move, and every read shows the new content.
+pub async fn overwrite_replaces_an_event_in_place(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("acc-1").with_aggregate("account");
+    let t = StreamId::new("acc-2").with_aggregate("account");
+    let seeded = seed_timed(store, &s, "e", 3).await;
+    let other = append_ok(
+        store,
+        &t,
+        ExpectedVersion::Any,
+        vec![event("Opened", "{}").with_id("t1")],
+    )
+    .await;
+    store.mark_dispatched("e2").await.unwrap();
+    let mut stored = seeded.clone();
+    stored[1].dispatched = true;
+    let before = description(store).await;
+    let fix = event("Corrected", r#"{ "amount" : 50 }"#)
+        .with_metadata(json(r#"{ "reason" : "typo" }"#))
+        .with_version(2);
+    let r = request_ok(
+        store,
+        overwrite_request(&s, ExpectedVersion::Any, vec![fix.clone()]).with_commit_id("fix-1"),
+    )
+    .await;
+    let want = replaced_as(&stored[1], &fix, "fix-1", 0);
+    assert_eq!(
+        (
+            want.position,
+            want.version,
+            want.id.as_str(),
+            want.timestamp
+        ),
+        (seeded[1].position, 2, "e2", at(2)),
+        "the expected replacement (test self-check)"
+    );
+    assert!(want.dispatched, "the dispatch mark is kept");
+    assert!(!r.retried, "overwrite: a replacement is not a retry");
+    assert_eq!(r.commit_id, "fix-1", "overwrite: the request's commit id");
+    assert_eq!(
+        r.events,
+        std::slice::from_ref(&want),
+        "overwrite: the result is the stored event with the new type, payload, metadata \
+         and commit id at its old position and version"
+    );
+    assert_eq!(
+        r.head_position, before.head_position,
+        "overwrite: a replacement does not move the head"
+    );
+    stored[1] = want.clone();
+    assert_eq!(
+        stream_events(store, &s, StreamRead::all()).await,
+        stored,
+        "overwrite: read_stream shows the replacement in place"
+    );
+    assert_eq!(
+        read_everything(store).await,
+        [stored.clone(), other.events].concat(),
+        "overwrite: read_all shows the replacement at its position"
+    );
+    assert_eq!(
+        description(store).await,
+        before,
+        "overwrite: counts, head and last timestamp unchanged"
+    );
+    assert_eq!(
+        store.stream_version(&s).await.unwrap(),
+        3,
+        "overwrite: the stream's version is unchanged"
+    );
+    let next = append_ok(store, &s, ExpectedVersion::Exact(3), vec![event("T", "4")]).await;
+    assert_eq!(
+        next.events[0].version, 4,
+        "overwrite: the next append continues after the old version"
+    );
+}
+
+/// A replacement takes the proposed id, or keeps the old one when none is proposed;
+/// a replaced id no longer finds the event (and is free again), the new one does.
+pub async fn overwrite_replaces_the_id_or_keeps_it(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let seeded = seed_timed(store, &s, "e", 3).await;
+    let r = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("Fixed", "1").with_version(1)],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.events[0].id, "e1",
+        "overwrite without an id keeps the old id"
+    );
+    let r = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("Fixed", "2").with_id("e2-new").with_version(2)],
+        ),
+    )
+    .await;
+    assert_eq!(r.events[0].id, "e2-new", "overwrite takes the proposed id");
+    assert_eq!(r.events[0].position, seeded[1].position);
+    assert_eq!(
+        ids(&stream_events(store, &s, StreamRead::all()).await),
+        ["e1", "e2-new", "e3"],
+        "overwrite: read_stream shows the ids"
+    );
+    match expect_kind(
+        store.mark_dispatched("e2").await,
+        ErrorKind::NotFound,
+        "overwrite: mark_dispatched of the replaced id",
+    ) {
+        Error::NotFound { what, id } => assert_eq!((what, id.as_str()), ("event", "e2")),
+        other => panic!("not NotFound: {other:?}"),
+    }
+    store
+        .mark_dispatched("e2-new")
+        .await
+        .unwrap_or_else(|e| panic!("overwrite: mark_dispatched of the new id failed: {e}"));
+    store
+        .mark_dispatched("e1")
+        .await
+        .unwrap_or_else(|e| panic!("overwrite: mark_dispatched of a kept id failed: {e}"));
+    assert_eq!(
+        read_all_dispatched_ids(store).await,
+        ["e1", "e2-new"],
+        "overwrite: the ids find the replaced events"
+    );
+    // The replaced id is free again: a new event may take it.
+    let again = append_ok(
+        store,
+        &s,
+        ExpectedVersion::Exact(3),
+        vec![event("T", "4").with_id("e2")],
+    )
+    .await;
+    assert_eq!(
+        (again.events[0].id.as_str(), again.events[0].version),
+        ("e2", 4),
+        "overwrite: a replaced id can be used again"
+    );
+    store.mark_dispatched("e2").await.unwrap();
+    assert_eq!(read_all_dispatched_ids(store).await, ["e1", "e2-new", "e2"]);
+    // Another stored event's id is still a duplicate.
+    expect_duplicate_id(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Any,
+                vec![event("Fixed", "3").with_id("e1").with_version(3)],
+            ))
+            .await,
+        "e1",
+        "overwrite proposing the id of another stored event",
+    );
+}
+
+async fn read_all_dispatched_ids(store: &dyn EventStore) -> Vec<String> {
+    read_ids(store, ReadAll::forward().filter(filter().dispatched(true))).await
+}
+
+/// A replacement takes the proposed timestamp, or keeps the old one when none is
+/// proposed; the dispatch mark is kept either way.
+pub async fn overwrite_replaces_the_timestamp_or_keeps_it(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let seeded = seed_timed(store, &s, "e", 3).await;
+    store.mark_dispatched("e3").await.unwrap();
+    let r = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![
+                event("Fixed", "1").with_version(2),
+                event("Fixed", "2").with_version(3).with_timestamp(at(-50)),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.events.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        [at(2), at(-50)],
+        "overwrite: no timestamp keeps the old one, a given one is stored as given"
+    );
+    assert_eq!(
+        r.events.iter().map(|e| e.dispatched).collect::<Vec<_>>(),
+        [false, true],
+        "overwrite: the dispatch marks are kept"
+    );
+    assert_eq!(
+        r.events
+            .iter()
+            .map(|e| e.commit_sequence)
+            .collect::<Vec<_>>(),
+        [0, 1],
+        "overwrite: replacements are numbered in request order"
+    );
+    let stored = stream_events(store, &s, StreamRead::all()).await;
+    assert_eq!(
+        stored.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        [at(1), at(2), at(-50)],
+        "overwrite: reads show the timestamps"
+    );
+    assert_eq!(positions(&stored), positions(&seeded));
+    assert_eq!(
+        ids(&store.undispatched(filter(), None).await.unwrap()),
+        ["e1", "e2"],
+        "overwrite: undispatched after replacements"
+    );
+}
+
+/// Under overwrite, a version inside a gap of the stream, or replaced versions that do
+/// not increase along the request, are `VersionConflict`, and nothing is stored.
+pub async fn overwrite_of_a_gap_or_a_non_increasing_version_is_a_version_conflict(
+    store: &dyn EventStore,
+) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![
+            event("T", "1").with_version(1),
+            event("T", "2").with_version(2),
+            event("T", "5").with_version(5),
+        ],
+    )
+    .await;
+    let before = read_everything(store).await;
+    let summary = description(store).await;
+    let conflict = |r: Result<AppendResult>, version: Version, what: &str| match expect_kind(
+        r,
+        ErrorKind::VersionConflict,
+        what,
+    ) {
+        Error::VersionConflict {
+            stream,
+            version: v,
+            current,
+        } => assert_eq!(
+            (stream, v, current),
+            (s.clone(), version, 5),
+            "{what}: VersionConflict should carry (stream, version, current)"
+        ),
+        other => panic!("{what}: not Error::VersionConflict: {other:?}"),
+    };
+    conflict(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Any,
+                vec![event("X", "1").with_version(3)],
+            ))
+            .await,
+        3,
+        "overwrite of a version in a gap",
+    );
+    conflict(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Any,
+                vec![
+                    event("X", "1").with_version(1),
+                    event("X", "2").with_version(4),
+                ],
+            ))
+            .await,
+        4,
+        "overwrite of a valid version then one in a gap",
+    );
+    conflict(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Any,
+                vec![
+                    event("X", "1").with_version(2),
+                    event("X", "2").with_version(1),
+                ],
+            ))
+            .await,
+        1,
+        "overwrite with decreasing versions",
+    );
+    conflict(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Any,
+                vec![
+                    event("X", "1").with_version(5),
+                    event("X", "2").with_version(5),
+                ],
+            ))
+            .await,
+        5,
+        "overwrite of one version twice",
+    );
+    assert_eq!(
+        read_everything(store).await,
+        before,
+        "a refused overwrite stores nothing"
+    );
+    assert_eq!(description(store).await, summary);
+    let ok = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![
+                event("X", "1").with_version(1),
+                event("X", "2").with_version(5),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        versions(&ok.events),
+        [1, 5],
+        "overwrite of increasing stored versions across a gap"
+    );
+}
+
+/// Under overwrite, the expectation is checked against the stream's version before the
+/// request; new events get the next versions and positions `head + 1 ..` while
+/// replacements keep theirs, in one commit numbered in request order.
+pub async fn overwrite_mixed_with_new_events_in_one_request(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let t = StreamId::new("t");
+    let seeded = seed_timed(store, &s, "e", 3).await;
+    let t1 = append_ok(
+        store,
+        &t,
+        ExpectedVersion::Any,
+        vec![event("T", "0").with_id("t1")],
+    )
+    .await;
+    let head = t1.head_position;
+    expect_wrong_version(
+        store
+            .append(overwrite_request(
+                &s,
+                ExpectedVersion::Exact(4),
+                vec![event("X", "1").with_version(1)],
+            ))
+            .await,
+        &s,
+        ExpectedVersion::Exact(4),
+        3,
+        "overwrite with an expectation the stream does not meet",
+    );
+    if !store.capabilities().atomic_multi_stream {
+        return;
+    }
+    let fix1 = event("X", "1").with_version(1).with_id("x1");
+    let fix3 = event("X", "3").with_version(3);
+    let new_a = event("N", "4").with_id("n4");
+    let new_b = event("N", "5").with_id("n5");
+    let new_t = event("N", r#""t2""#).with_id("t2");
+    let request = overwrite_request(
+        &s,
+        ExpectedVersion::Exact(3),
+        vec![fix1.clone(), new_a.clone(), fix3.clone(), new_b.clone()],
+    )
+    .and_stream(t.clone(), ExpectedVersion::Exact(1), vec![new_t.clone()])
+    .with_commit_id("mixed");
+    let r = request_ok(store, request).await;
+    assert_eq!(
+        versions(&r.events),
+        [1, 4, 3, 5, 2],
+        "overwrite: replacements keep their versions, new events get the next ones"
+    );
+    let ps = positions(&r.events);
+    assert_eq!(
+        (ps[0], ps[2]),
+        (seeded[0].position, seeded[2].position),
+        "overwrite: replacements keep their positions"
+    );
+    assert!(
+        ps[1] > head && ps[1] < ps[3] && ps[3] < ps[4],
+        "overwrite: new events get positions after the head in request order: {ps:?}"
+    );
+    if store.capabilities().dense_positions {
+        assert_eq!(
+            [ps[1], ps[3], ps[4]],
+            [head + 1, head + 2, head + 3],
+            "overwrite: new events at head + 1 .."
+        );
+    }
+    assert_eq!(
+        r.head_position, ps[4],
+        "overwrite: the head moves by the new events only"
+    );
+    assert!(
+        r.events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.commit_id == "mixed" && e.commit_sequence == i as u32),
+        "overwrite: one commit numbered in request order: {:?}",
+        r.events
+    );
+    assert_eq!(
+        r.events[0],
+        replaced_as(&seeded[0], &fix1, "mixed", 0),
+        "overwrite: the first replacement"
+    );
+    assert_eq!(
+        r.events[2],
+        replaced_as(&seeded[2], &fix3, "mixed", 2),
+        "overwrite: the second replacement"
+    );
+    assert!(
+        [&r.events[1], &r.events[3], &r.events[4]]
+            .iter()
+            .all(|e| !e.dispatched && e.timestamp >= at(3)),
+        "overwrite: new events are appended as usual"
+    );
+    assert_eq!(
+        ids(&stream_events(store, &s, StreamRead::all()).await),
+        ["x1", "e2", "e3", "n4", "n5"],
+        "overwrite: the stream in version order"
+    );
+    let all = read_everything(store).await;
+    assert_eq!(
+        ids(&all),
+        ["x1", "e2", "e3", "t1", "n4", "n5", "t2"],
+        "overwrite: read_all in position order"
+    );
+    assert_eq!(
+        (
+            store.stream_version(&s).await.unwrap(),
+            store.stream_version(&t).await.unwrap()
+        ),
+        (5, 2)
+    );
+    let d = description(store).await;
+    assert_eq!(
+        (d.event_count, d.head_position),
+        (7, r.head_position),
+        "overwrite: counts after a mixed request"
+    );
+}
+
+/// Replacing version 1 with a new timestamp moves the stream's first timestamp in
+/// `stream_info` and in the order of `list_streams`.
+pub async fn overwrite_of_version_one_moves_the_first_timestamp(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let streams: Vec<StreamId> = ["a", "b", "c"].into_iter().map(StreamId::new).collect();
+    for (k, s) in streams.iter().enumerate() {
+        append_ok(
+            store,
+            s,
+            ExpectedVersion::NoStream,
+            vec![event("T", "1").with_timestamp(at(k as i64 + 1))],
+        )
+        .await;
+    }
+    assert_eq!(
+        list_ids(store, ListStreams::default()).await,
+        ["a", "b", "c"]
+    );
+    let info_before = store.stream_info(&streams[0]).await.unwrap().unwrap();
+    request_ok(
+        store,
+        overwrite_request(
+            &streams[0],
+            ExpectedVersion::Any,
+            vec![event("T", "1").with_version(1).with_timestamp(at(5))],
+        ),
+    )
+    .await;
+    let info = store.stream_info(&streams[0]).await.unwrap().unwrap();
+    assert_eq!(
+        info,
+        annals_core::StreamInfo {
+            first_timestamp: at(5),
+            ..info_before
+        },
+        "overwrite: stream_info's first timestamp follows a replaced version 1"
+    );
+    assert_eq!(
+        list_ids(store, ListStreams::default()).await,
+        ["b", "c", "a"],
+        "overwrite: list_streams orders by the new first timestamp"
+    );
+    assert_eq!(
+        list_ids(
+            store,
+            ListStreams {
+                reverse: true,
+                ..ListStreams::default()
+            }
+        )
+        .await,
+        ["a", "c", "b"]
+    );
+    let page = store
+        .list_streams(ListStreams::default())
+        .await
+        .unwrap()
+        .streams;
+    assert_eq!(page[2], info, "list_streams shows the same info");
+}
+
+/// After a replacement, read_stream, read_all with a type filter (the old type no
+/// longer matches, the new one does), latest_event and a fresh subscription's
+/// catch-up show the new content.
+pub async fn overwrite_shows_in_filters_and_subscriptions(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("o-1").with_aggregate("order");
+    let seeded = seed_timed(store, &s, "e", 4).await;
+    let r = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![
+                event("Placed", r#"{"v":2}"#).with_version(2),
+                event("Shipped", r#"{"v":4}"#).with_version(4),
+            ],
+        ),
+    )
+    .await;
+    let by_type = |t: &'static str| async move {
+        read_ids(store, ReadAll::forward().filter(filter().event_types([t]))).await
+    };
+    assert_eq!(
+        by_type("Counted").await,
+        ["e1", "e3"],
+        "overwrite: the old type no longer matches the replaced events"
+    );
+    assert_eq!(
+        by_type("Placed").await,
+        ["e2"],
+        "overwrite: the new type matches"
+    );
+    assert_eq!(by_type("Shipped").await, ["e4"]);
+    assert_eq!(
+        read_ids(
+            store,
+            ReadAll::backward().filter(filter().aggregate("order").event_types(["Placed"]))
+        )
+        .await,
+        ["e2"],
+        "overwrite: a backward read with a type filter"
+    );
+    let latest = store
+        .latest_event(filter().event_types(["Shipped"]))
+        .await
+        .unwrap()
+        .expect("a latest Shipped event");
+    assert_eq!(latest, r.events[1], "overwrite: latest_event");
+    let mut want = seeded.clone();
+    want[1] = r.events[0].clone();
+    want[3] = r.events[1].clone();
+    let mut backward = want.clone();
+    backward.reverse();
+    assert_eq!(
+        stream_events(store, &s, StreamRead::backward()).await,
+        backward,
+        "overwrite: read_stream backward"
+    );
+    let mut live = store.subscribe(Subscribe::from_start());
+    assert_eq!(
+        take_events(&mut live, 4, "overwrite: catch-up of a fresh subscription").await,
+        want,
+        "overwrite: a fresh subscription's catch-up shows the replacements"
+    );
+    let mut placed =
+        store.subscribe(Subscribe::from_start().filter(filter().event_types(["Placed"])));
+    assert_eq!(
+        take_events(&mut placed, 1, "overwrite: a filtered subscription").await,
+        [r.events[0].clone()]
+    );
+    assert_quiet(&mut placed, "overwrite: a filtered subscription").await;
+}
+
+/// Overwrite is refused while frozen; without `overwrite` the same request is still a
+/// `VersionConflict`; an identical overwrite sent again (same ids and content) is a
+/// retry.
+pub async fn overwrite_is_frozen_or_a_conflict_without_the_flag_and_retries(
+    store: &dyn EventStore,
+) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    seed_timed(store, &s, "e", 2).await;
+    let fix = vec![event("Fixed", "1").with_id("f1").with_version(1)];
+    let plain = AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, fix.clone());
+    expect_kind(
+        store.append(plain).await,
+        ErrorKind::VersionConflict,
+        "the overwrite request without the flag",
+    );
+    let before = read_everything(store).await;
+    store.freeze().await.unwrap();
+    expect_kind(
+        store
+            .append(overwrite_request(&s, ExpectedVersion::Any, fix.clone()))
+            .await,
+        ErrorKind::Frozen,
+        "overwrite while frozen",
+    );
+    store.unfreeze().await.unwrap();
+    assert_eq!(
+        read_everything(store).await,
+        before,
+        "a refused overwrite stores nothing"
+    );
+    let first = request_ok(
+        store,
+        overwrite_request(&s, ExpectedVersion::Any, fix.clone()),
+    )
+    .await;
+    assert!(!first.retried);
+    let head = description(store).await;
+    let again = request_ok(
+        store,
+        overwrite_request(&s, ExpectedVersion::Any, fix.clone()),
+    )
+    .await;
+    assert!(
+        again.retried,
+        "an identical overwrite sent again is a retry"
+    );
+    assert_eq!(
+        again.events, first.events,
+        "a retry returns the stored event"
+    );
+    assert_eq!(description(store).await, head, "a retry stores nothing");
+    store.freeze().await.unwrap();
+    let frozen_retry = request_ok(store, overwrite_request(&s, ExpectedVersion::Any, fix)).await;
+    assert!(
+        frozen_retry.retried,
+        "an identical overwrite sent again while frozen is a retry"
+    );
+    store.unfreeze().await.unwrap();
+}
+
+/// An overwrite that repeats a stored event exactly (same id, version and content)
+/// beside a new event is not a duplicate: the new event is appended and the repeated
+/// one stays as it is.
+pub async fn overwrite_repeating_a_stored_event_beside_a_new_one(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let stored = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![event("Opened", "1").with_id("e1")],
+        ),
+    )
+    .await;
+    let same = event("Opened", "1").with_id("e1").with_version(1);
+    let result = request_ok(
+        store,
+        overwrite_request(
+            &s,
+            ExpectedVersion::Any,
+            vec![same, event("Next", "2").with_id("e2")],
+        ),
+    )
+    .await;
+    assert!(!result.retried, "a request with a new event is no retry");
+    assert_eq!(result.events.len(), 2);
+    assert_eq!(
+        (result.events[1].position, result.events[1].version),
+        (2, 2),
+        "the new event is appended after the repeated one"
+    );
+    let events = store.read_stream(&s, StreamRead::all()).await.unwrap();
+    assert_eq!(events.len(), 2, "nothing stored twice");
+    assert_eq!(
+        (
+            events[0].id.as_str(),
+            events[0].position,
+            events[0].payload.as_str()
+        ),
+        ("e1", 1, Some("1")),
+        "the repeated event keeps its id, position and content"
+    );
+    assert_eq!(events[0].timestamp, stored.events[0].timestamp);
+    // Without the flag the same request still names a stored id beside a new one.
+    let plain = AppendRequest::to_stream(
+        s.clone(),
+        ExpectedVersion::Any,
+        vec![
+            event("Opened", "1").with_id("e1").with_version(1),
+            event("Third", "3").with_id("e3"),
+        ],
+    );
+    expect_kind(
+        store.append(plain).await,
+        ErrorKind::DuplicateEventId,
+        "a stored event repeated beside a new one without overwrite",
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Secrets written with an append
+// ---------------------------------------------------------------------------------
+
+fn set_secret_change(id: &str, secret: &str) -> annals_core::SecretChange {
+    annals_core::SecretChange::Set {
+        id: id.into(),
+        secret: secret.into(),
+    }
+}
+
+fn delete_secret_change(id: &str) -> annals_core::SecretChange {
+    annals_core::SecretChange::Delete { id: id.into() }
+}
+
+fn secret_record(idx: u64, id: &str, secret: Option<&str>) -> annals_core::Secret {
+    annals_core::Secret {
+        idx,
+        id: id.into(),
+        secret: secret.map(Into::into),
+    }
+}
+
+/// A request with a secret `Set` stores the secret (at the next idx, interleaved with
+/// plain `set_secret` calls) and the events in one commit; a request with only a
+/// secret change is a plain secret write.
+pub async fn append_with_secret_set_stores_both(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("user-1").with_aggregate("user");
+    store.set_secret("a", "key-a").await.unwrap();
+    let r = request_ok(
+        store,
+        AppendRequest::to_stream(
+            s.clone(),
+            ExpectedVersion::NoStream,
+            vec![event("SecretSet", r#"{"id":"b"}"#).with_id("ev-b")],
+        )
+        .with_secret(set_secret_change("b", "key-b")),
+    )
+    .await;
+    assert_eq!(
+        r.secret,
+        Some(secret_record(1, "b", Some("key-b"))),
+        "append with a secret Set: the result carries the stored secret at the next idx"
+    );
+    assert!(!r.retried);
+    assert_eq!(
+        ids(&r.events),
+        ["ev-b"],
+        "append with a secret Set: the events are stored"
+    );
+    assert_eq!(
+        ids(&stream_events(store, &s, StreamRead::all()).await),
+        ["ev-b"]
+    );
+    assert_eq!(
+        store.get_secret("b").await.unwrap(),
+        Some(secret_record(1, "b", Some("key-b"))),
+        "append with a secret Set: get_secret finds it"
+    );
+    let c = store.set_secret("c", "key-c").await.unwrap();
+    assert_eq!(c.idx, 2, "set_secret after a secret stored with an append");
+    let only = request_ok(
+        store,
+        AppendRequest::default().with_secret(set_secret_change("d", "key-d")),
+    )
+    .await;
+    assert_eq!(
+        only.secret,
+        Some(secret_record(3, "d", Some("key-d"))),
+        "a request with only a secret change stores the secret"
+    );
+    assert!(
+        only.events.is_empty(),
+        "a secret-only request has no events"
+    );
+    assert_eq!(
+        only.head_position, r.head_position,
+        "a secret-only request does not move the head"
+    );
+    let plain = append_ok(store, &s, ExpectedVersion::Any, vec![event("T", "{}")]).await;
+    assert_eq!(plain.secret, None, "an append without a secret change");
+    assert_eq!(
+        store
+            .list_secrets(SecretQuery::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| (x.idx, x.id.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, "a"), (1, "b"), (2, "c"), (3, "d")],
+        "secrets in idx order"
+    );
+    let d = description(store).await;
+    assert_eq!(
+        (d.event_count, d.secret_count, d.set_secret_count),
+        (2, 4, 4)
+    );
+}
+
+/// A secret `Set` on an id in use (or used and deleted) is `SecretAlreadyExists` and
+/// NO event of the request is stored.
+pub async fn append_with_secret_set_on_a_used_id_stores_nothing(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    store.set_secret("used", "k").await.unwrap();
+    store.set_secret("gone", "k").await.unwrap();
+    store.delete_secret("gone").await.unwrap();
+    let before = description(store).await;
+    for id in ["used", "gone"] {
+        let what = format!("append with a secret Set on the used id {id:?}");
+        match expect_kind(
+            store
+                .append(
+                    AppendRequest::to_stream(
+                        s.clone(),
+                        ExpectedVersion::Any,
+                        vec![event("T", "1").with_id("x1")],
+                    )
+                    .with_secret(set_secret_change(id, "other")),
+                )
+                .await,
+            ErrorKind::SecretAlreadyExists,
+            &what,
+        ) {
+            Error::SecretAlreadyExists { id: got } => assert_eq!(got, id, "{what}"),
+            other => panic!("{what}: not SecretAlreadyExists: {other:?}"),
+        }
+        assert_eq!(
+            description(store).await,
+            before,
+            "{what}: nothing is stored"
+        );
+        assert!(
+            read_everything(store).await.is_empty(),
+            "{what}: no event is stored"
+        );
+    }
+    assert_eq!(
+        store.get_secret("gone").await.unwrap(),
+        Some(secret_record(1, "gone", None)),
+        "the tombstone is untouched"
+    );
+    assert_eq!(
+        store.get_secret("used").await.unwrap(),
+        Some(secret_record(0, "used", Some("k"))),
+        "the secret in use is untouched"
+    );
+}
+
+/// A secret `Delete` with events stores the tombstone and the events together; a
+/// `Delete` of an unknown or deleted id is `NotFound` and stores nothing.
+pub async fn append_with_secret_delete_stores_the_tombstone_with_the_events(
+    store: &dyn EventStore,
+) {
+    assert_fresh(store).await;
+    let s = StreamId::new("user-1");
+    store.set_secret("u0", "k0").await.unwrap();
+    store.set_secret("u1", "k1").await.unwrap();
+    let r = request_ok(
+        store,
+        AppendRequest::to_stream(
+            s.clone(),
+            ExpectedVersion::Any,
+            vec![event("Forgotten", "{}").with_id("f1")],
+        )
+        .with_secret(delete_secret_change("u1")),
+    )
+    .await;
+    assert_eq!(
+        r.secret,
+        Some(secret_record(1, "u1", None)),
+        "append with a secret Delete returns the tombstone (idx kept)"
+    );
+    assert_eq!(ids(&r.events), ["f1"]);
+    assert_eq!(ids(&read_everything(store).await), ["f1"]);
+    assert_eq!(
+        store.get_secret("u1").await.unwrap(),
+        Some(secret_record(1, "u1", None)),
+        "append with a secret Delete: the value is erased"
+    );
+    let before = description(store).await;
+    assert_eq!((before.secret_count, before.deleted_secret_count), (2, 1));
+    for id in ["nobody", "u1"] {
+        let what = format!("append with a secret Delete of {id:?}");
+        match expect_kind(
+            store
+                .append(
+                    AppendRequest::to_stream(
+                        s.clone(),
+                        ExpectedVersion::Any,
+                        vec![event("Forgotten", "{}")],
+                    )
+                    .with_secret(delete_secret_change(id)),
+                )
+                .await,
+            ErrorKind::NotFound,
+            &what,
+        ) {
+            Error::NotFound {
+                what: thing,
+                id: got,
+            } => {
+                assert_eq!((thing, got.as_str()), ("secret", id), "{what}")
+            }
+            other => panic!("{what}: not NotFound: {other:?}"),
+        }
+        assert_eq!(description(store).await, before, "{what}: nothing stored");
+    }
+    let only = request_ok(
+        store,
+        AppendRequest::default().with_secret(delete_secret_change("u0")),
+    )
+    .await;
+    assert_eq!(
+        only.secret,
+        Some(secret_record(0, "u0", None)),
+        "a secret-only Delete"
+    );
+    assert_eq!(description(store).await.event_count, 1);
+}
+
+/// A request with a secret change is refused while frozen (even one that would
+/// otherwise be a retry) and stores nothing.
+pub async fn append_with_secret_while_frozen_is_frozen(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    let events = vec![event("T", "1").with_id("r1")];
+    append_ok(store, &s, ExpectedVersion::Any, events.clone()).await;
+    store.set_secret("u", "k").await.unwrap();
+    store.freeze().await.unwrap();
+    let before = description(store).await;
+    let requests = [
+        (
+            AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, vec![event("T", "2")])
+                .with_secret(set_secret_change("v", "k")),
+            "Set with events",
+        ),
+        (
+            AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, vec![event("T", "2")])
+                .with_secret(delete_secret_change("u")),
+            "Delete with events",
+        ),
+        (
+            AppendRequest::default().with_secret(set_secret_change("v", "k")),
+            "Set alone",
+        ),
+        (
+            AppendRequest::default().with_secret(delete_secret_change("u")),
+            "Delete alone",
+        ),
+        (
+            AppendRequest::to_stream(s.clone(), ExpectedVersion::Any, events)
+                .with_secret(set_secret_change("v", "k")),
+            "Set with the events of a stored append",
+        ),
+    ];
+    for (request, what) in requests {
+        expect_kind(
+            store.append(request).await,
+            ErrorKind::Frozen,
+            &format!("append with a secret change while frozen ({what})"),
+        );
+    }
+    assert_eq!(
+        description(store).await,
+        before,
+        "frozen: nothing is stored"
+    );
+    assert_eq!(
+        store.get_secret("u").await.unwrap(),
+        Some(secret_record(0, "u", Some("k")))
+    );
+    assert_eq!(store.get_secret("v").await.unwrap(), None);
+    store.unfreeze().await.unwrap();
+}
+
+/// When the events of a request with a secret change are refused (version conflict,
+/// wrong expectation, an id of a stored event), nothing is stored and the secret id
+/// stays free.
+pub async fn append_with_secret_and_refused_events_stores_nothing(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("s");
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::Any,
+        vec![event("T", "1").with_id("r1"), event("T", "2")],
+    )
+    .await;
+    let before = description(store).await;
+    let with_secret = |events: Vec<ProposedEvent>, expected: ExpectedVersion| {
+        AppendRequest::to_stream(s.clone(), expected, events)
+            .with_secret(set_secret_change("fresh", "k"))
+    };
+    expect_kind(
+        store
+            .append(with_secret(
+                vec![event("T", r#""x""#).with_version(2)],
+                ExpectedVersion::Any,
+            ))
+            .await,
+        ErrorKind::VersionConflict,
+        "append with a secret and a version conflict",
+    );
+    expect_kind(
+        store
+            .append(with_secret(
+                vec![event("T", r#""x""#)],
+                ExpectedVersion::Exact(1),
+            ))
+            .await,
+        ErrorKind::WrongExpectedVersion,
+        "append with a secret and a wrong expectation",
+    );
+    expect_duplicate_id(
+        store
+            .append(with_secret(
+                vec![event("T", r#""x""#).with_id("r1")],
+                ExpectedVersion::Any,
+            ))
+            .await,
+        "r1",
+        "append with a secret and the id of a stored event with other content",
+    );
+    // Never a retry: the same events as a stored append, with a secret change.
+    expect_duplicate_id(
+        store
+            .append(with_secret(
+                vec![event("T", "1").with_id("r1")],
+                ExpectedVersion::Any,
+            ))
+            .await,
+        "r1",
+        "append with a secret and the events of a stored append",
+    );
+    if store.capabilities().atomic_multi_stream {
+        expect_kind(
+            store
+                .append(
+                    with_secret(vec![event("T", "3")], ExpectedVersion::Any).and_stream(
+                        StreamId::new("t"),
+                        ExpectedVersion::StreamExists,
+                        vec![event("T", "1")],
+                    ),
+                )
+                .await,
+            ErrorKind::WrongExpectedVersion,
+            "append with a secret and one refused stream",
+        );
+    }
+    assert_eq!(
+        description(store).await,
+        before,
+        "refused events: nothing is stored"
+    );
+    assert_eq!(
+        store.get_secret("fresh").await.unwrap(),
+        None,
+        "refused events: the secret is not stored"
+    );
+    let r = request_ok(
+        store,
+        with_secret(vec![event("T", "3")], ExpectedVersion::Exact(2)),
+    )
+    .await;
+    assert_eq!(
+        r.secret,
+        Some(secret_record(0, "fresh", Some("k"))),
+        "the secret id stayed free and the idx unused"
+    );
+    assert_eq!(versions(&r.events), [3]);
+}
+
+// ---------------------------------------------------------------------------------
+// Snapshot listing and import, batch dispatch marks
+// ---------------------------------------------------------------------------------
+
+fn keyed(key: &str, content: &str, k: i64) -> annals_core::KeyedSnapshot {
+    annals_core::KeyedSnapshot {
+        key: key.into(),
+        content: content.into(),
+        timestamp: at(k),
+    }
+}
+
+async fn list_keys(
+    store: &dyn EventStore,
+    start_after: Option<&str>,
+    limit: Option<u64>,
+) -> Vec<String> {
+    let query = annals_core::SnapshotKeyQuery {
+        start_after: start_after.map(Into::into),
+        limit,
+    };
+    let what = format!("{query:?}");
+    store
+        .list_snapshots(query)
+        .await
+        .unwrap_or_else(|e| panic!("list_snapshots {what} failed: {e}"))
+        .into_iter()
+        .map(|s| s.key)
+        .collect()
+}
+
+/// `list_snapshots` lists keyed snapshots in bytewise key order, strictly after
+/// `start_after`, at most `limit`; an empty store lists none.
+pub async fn list_snapshots_in_key_order_after_a_key_with_a_limit(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    assert!(
+        list_keys(store, None, None).await.is_empty(),
+        "list_snapshots of an empty store"
+    );
+    for key in ["b", "a", "é", "a-1", "B", "c", "a/0"] {
+        store
+            .save_snapshot(key, &format!("content of {key}"))
+            .await
+            .unwrap();
+    }
+    let all = ["B", "a", "a-1", "a/0", "b", "c", "é"];
+    assert_eq!(
+        list_keys(store, None, None).await,
+        all,
+        "list_snapshots in bytewise key order"
+    );
+    assert_eq!(
+        list_keys(store, Some("a"), None).await,
+        all[2..],
+        "list_snapshots strictly after a stored key"
+    );
+    assert_eq!(
+        list_keys(store, Some("a."), None).await,
+        all[3..],
+        "list_snapshots after a key that is not stored"
+    );
+    assert_eq!(list_keys(store, None, Some(2)).await, all[..2], "limit");
+    assert_eq!(
+        list_keys(store, Some("a-1"), Some(2)).await,
+        ["a/0", "b"],
+        "start_after and limit"
+    );
+    assert!(list_keys(store, None, Some(0)).await.is_empty(), "limit 0");
+    assert!(
+        list_keys(store, Some("é"), None).await.is_empty(),
+        "after the last key"
+    );
+    let listed = store
+        .list_snapshots(annals_core::SnapshotKeyQuery {
+            start_after: Some("b".into()),
+            limit: Some(1),
+        })
+        .await
+        .unwrap();
+    let loaded = store.load_snapshot("c").await.unwrap().unwrap();
+    assert_eq!(
+        listed,
+        [loaded],
+        "list_snapshots returns what load_snapshot does"
+    );
+    // Paging with the last key of each page covers every key once.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = list_keys(store, after.as_deref(), Some(3)).await;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all, "pages of list_snapshots cover every key once");
+    store.drop_snapshot("a").await.unwrap();
+    assert_eq!(
+        list_keys(store, None, Some(2)).await,
+        ["B", "a-1"],
+        "after a drop"
+    );
+}
+
+/// `import_snapshots` stores keyed snapshots with their timestamps, replacing those
+/// with the same key, and returns how many it stored; a key twice in one call is
+/// `InvalidInput` and stores nothing; it works while frozen.
+pub async fn import_snapshots_keeps_timestamps_and_replaces_same_keys(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    store.save_snapshot("k1", "old").await.unwrap();
+    store.save_snapshot("k0", "kept").await.unwrap();
+    let kept = store.load_snapshot("k0").await.unwrap().unwrap();
+    let n = store
+        .import_snapshots(vec![keyed("k2", "two", 2), keyed("k1", "one", -3)])
+        .await
+        .unwrap_or_else(|e| panic!("import_snapshots failed: {e}"));
+    assert_eq!(n, 2, "import_snapshots returns how many it stored");
+    assert_eq!(
+        store.load_snapshot("k1").await.unwrap(),
+        Some(keyed("k1", "one", -3)),
+        "import_snapshots replaces a stored key and keeps the imported timestamp"
+    );
+    assert_eq!(
+        store.load_snapshot("k2").await.unwrap(),
+        Some(keyed("k2", "two", 2)),
+        "import_snapshots keeps the timestamp"
+    );
+    assert_eq!(
+        store
+            .list_snapshots(annals_core::SnapshotKeyQuery::default())
+            .await
+            .unwrap(),
+        [kept.clone(), keyed("k1", "one", -3), keyed("k2", "two", 2)],
+        "list_snapshots after an import"
+    );
+    let before = store
+        .list_snapshots(annals_core::SnapshotKeyQuery::default())
+        .await
+        .unwrap();
+    expect_invalid(
+        store
+            .import_snapshots(vec![
+                keyed("k3", "three", 3),
+                keyed("k1", "x", 1),
+                keyed("k3", "again", 4),
+            ])
+            .await,
+        "snapshots[2].key",
+        "import_snapshots with one key twice",
+    );
+    expect_invalid(
+        store
+            .import_snapshots(vec![keyed("k4", "four", 4), keyed("", "x", 1)])
+            .await,
+        "snapshots[1].key",
+        "import_snapshots with an empty key",
+    );
+    assert_eq!(
+        store
+            .list_snapshots(annals_core::SnapshotKeyQuery::default())
+            .await
+            .unwrap(),
+        before,
+        "a refused import_snapshots stores nothing"
+    );
+    assert_eq!(
+        store.import_snapshots(Vec::new()).await.unwrap(),
+        0,
+        "an empty import"
+    );
+    store.freeze().await.unwrap();
+    assert_eq!(
+        store
+            .import_snapshots(vec![keyed("k5", "five", 5)])
+            .await
+            .unwrap_or_else(|e| panic!("import_snapshots while frozen failed: {e}")),
+        1
+    );
+    assert_eq!(
+        store.load_snapshot("k5").await.unwrap(),
+        Some(keyed("k5", "five", 5)),
+        "import_snapshots while frozen"
+    );
+    store.unfreeze().await.unwrap();
+    assert_eq!(
+        description(store).await.event_count,
+        0,
+        "keyed snapshots are not events"
+    );
+}
+
+/// `list_stream_snapshots` returns every snapshot of one stream (not of a stream with
+/// the same id in another aggregate or context), oldest save first, with every field;
+/// after a prune only the kept ones.
+pub async fn list_stream_snapshots_lists_one_stream_oldest_save_first(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("acc-1")
+        .with_aggregate("account")
+        .with_context("bank");
+    let other_aggregate = StreamId::new("acc-1")
+        .with_aggregate("ledger")
+        .with_context("bank");
+    let other_context = StreamId::new("acc-1").with_aggregate("account");
+    assert!(
+        store.list_stream_snapshots(&s).await.unwrap().is_empty(),
+        "list_stream_snapshots with no snapshot"
+    );
+    // (id, stream, version, timestamp k): versions out of order, two at version 3,
+    // timestamps disagreeing with the save order.
+    let saves = [
+        ("s5", &s, 5, 9),
+        ("x1", &other_aggregate, 1, 1),
+        ("s3a", &s, 3, 2),
+        ("y1", &other_context, 1, 3),
+        ("s7", &s, 7, 1),
+        ("s3b", &s, 3, 8),
+        ("s2", &s, 2, 4),
+    ];
+    let mut saved = Vec::new();
+    for (id, stream, version, k) in saves {
+        saved.push(
+            store
+                .save_stream_snapshot(stream_snapshot(
+                    id,
+                    stream,
+                    version,
+                    &format!("{{\"v\":{version}}}"),
+                    k,
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    let of = |stream: &StreamId| -> Vec<annals_core::StreamSnapshot> {
+        saved
+            .iter()
+            .filter(|x| x.stream == *stream)
+            .cloned()
+            .collect()
+    };
+    let listed = store.list_stream_snapshots(&s).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["s5", "s3a", "s7", "s3b", "s2"],
+        "list_stream_snapshots: that stream only, oldest save first"
+    );
+    assert_eq!(
+        listed,
+        of(&s),
+        "list_stream_snapshots returns every field as saved"
+    );
+    assert_eq!(
+        store.list_stream_snapshots(&other_aggregate).await.unwrap(),
+        of(&other_aggregate),
+        "list_stream_snapshots of the same id in another aggregate"
+    );
+    assert_eq!(
+        store.list_stream_snapshots(&other_context).await.unwrap(),
+        of(&other_context),
+        "list_stream_snapshots of the same id in another context"
+    );
+    assert!(store
+        .list_stream_snapshots(&StreamId::new("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.prune_stream_snapshots(&s, 2).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .list_stream_snapshots(&s)
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| x.id.as_str())
+            .collect::<Vec<_>>(),
+        ["s3b", "s2"],
+        "list_stream_snapshots after a prune: the kept ones, oldest save first"
+    );
+    assert_eq!(
+        store.list_stream_snapshots(&other_aggregate).await.unwrap(),
+        of(&other_aggregate),
+        "a prune leaves other streams alone"
+    );
+    expect_invalid(
+        store.list_stream_snapshots(&StreamId::new("")).await,
+        "stream.id",
+        "list_stream_snapshots with an empty stream id",
+    );
+}
+
+/// `mark_dispatched_at` marks exactly the events at the given positions (duplicates
+/// and any order allowed), is idempotent, and changes nothing else.
+pub async fn mark_dispatched_at_marks_exactly_those_positions(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let seeded = seed_fixture(store).await;
+    let p = |k: usize| seeded[k].position;
+    store
+        .mark_dispatched_at(&[p(6), p(1), p(4), p(1)])
+        .await
+        .unwrap_or_else(|e| panic!("mark_dispatched_at failed: {e}"));
+    let mut want = seeded.clone();
+    for k in [1, 4, 6] {
+        want[k].dispatched = true;
+    }
+    assert_eq!(
+        read_everything(store).await,
+        want,
+        "mark_dispatched_at marks exactly those positions"
+    );
+    assert_eq!(
+        read_all_dispatched_ids(store).await,
+        ["p2", "p5", "p7"],
+        "the dispatched filter after mark_dispatched_at"
+    );
+    assert_eq!(
+        ids(&store.undispatched(filter(), None).await.unwrap()),
+        ["p1", "p3", "p4", "p6", "p8"],
+        "undispatched after mark_dispatched_at"
+    );
+    let before = description(store).await;
+    store.mark_dispatched_at(&[p(4), p(6)]).await.unwrap();
+    store.mark_dispatched_at(&[]).await.unwrap();
+    assert_eq!(
+        read_everything(store).await,
+        want,
+        "mark_dispatched_at is idempotent; an empty list marks nothing"
+    );
+    assert_eq!(description(store).await, before);
+    store.mark_dispatched_at(&[p(7), p(0)]).await.unwrap();
+    store.mark_dispatched("p3").await.unwrap();
+    assert_eq!(
+        ids(&store.undispatched(filter(), None).await.unwrap()),
+        ["p4", "p6"]
+    );
+}
+
+/// `mark_dispatched_at` with a position that holds no event (0, or above the head) is
+/// `NotFound` (what `event`, id `position N`) and marks nothing.
+pub async fn mark_dispatched_at_of_a_missing_position_is_not_found(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let missing = |r: Result<()>, position: Position, what: &str| match expect_kind(
+        r,
+        ErrorKind::NotFound,
+        what,
+    ) {
+        Error::NotFound { what: thing, id } => assert_eq!(
+            (thing, id),
+            ("event", format!("position {position}")),
+            "{what}: NotFound should name the position"
+        ),
+        other => panic!("{what}: not NotFound: {other:?}"),
+    };
+    missing(
+        store.mark_dispatched_at(&[1]).await,
+        1,
+        "mark_dispatched_at on an empty store",
+    );
+    let seeded = seed_fixture(store).await;
+    let head = description(store).await.head_position;
+    missing(
+        store.mark_dispatched_at(&[seeded[0].position, 0]).await,
+        0,
+        "mark_dispatched_at of position 0",
+    );
+    missing(
+        store
+            .mark_dispatched_at(&[seeded[2].position, head + 1, seeded[3].position])
+            .await,
+        head + 1,
+        "mark_dispatched_at above the head",
+    );
+    assert!(
+        read_everything(store).await.iter().all(|e| !e.dispatched),
+        "a refused mark_dispatched_at marks nothing"
+    );
+}

@@ -53,6 +53,7 @@ use annals_core::EventStore;
 
 pub mod conformance;
 pub mod model;
+pub mod wrap;
 
 /// What a backend's test factory hands the suite: a fresh, empty store, and whatever
 /// must outlive it (a temporary directory, a database handle).
@@ -211,6 +212,25 @@ macro_rules! conformance_suite {
             ref clear_secrets_erases_every_secret_and_idx_restarts_at_zero,
             ref import_secrets_keeps_idx_and_tombstones,
             ref import_secrets_conflicts_are_skipped_or_secret_already_exists,
+            ref overwrite_replaces_an_event_in_place,
+            ref overwrite_replaces_the_id_or_keeps_it,
+            ref overwrite_replaces_the_timestamp_or_keeps_it,
+            ref overwrite_of_a_gap_or_a_non_increasing_version_is_a_version_conflict,
+            ref overwrite_mixed_with_new_events_in_one_request,
+            ref overwrite_of_version_one_moves_the_first_timestamp,
+            ref overwrite_shows_in_filters_and_subscriptions,
+            ref overwrite_is_frozen_or_a_conflict_without_the_flag_and_retries,
+            ref overwrite_repeating_a_stored_event_beside_a_new_one,
+            ref append_with_secret_set_stores_both,
+            ref append_with_secret_set_on_a_used_id_stores_nothing,
+            ref append_with_secret_delete_stores_the_tombstone_with_the_events,
+            ref append_with_secret_while_frozen_is_frozen,
+            ref append_with_secret_and_refused_events_stores_nothing,
+            ref list_snapshots_in_key_order_after_a_key_with_a_limit,
+            ref import_snapshots_keeps_timestamps_and_replaces_same_keys,
+            ref list_stream_snapshots_lists_one_stream_oldest_save_first,
+            ref mark_dispatched_at_marks_exactly_those_positions,
+            ref mark_dispatched_at_of_a_missing_position_is_not_found,
         }
     };
 }

@@ -17,9 +17,10 @@ use std::future::Future;
 
 use annals_core::{
     AppendRequest, Cursor, EventFilter, EventStore, ExpectedVersion, ImportBatch, Json,
-    KeyedSnapshot, ListStreams, MemoryStore, NewStreamSnapshot, OnConflict, ProposedEvent, ReadAll,
-    ReadAllPage, ReadFrom, RecordedEvent, Result, SecretImport, SecretQuery, StoreDescription,
-    StreamId, StreamPage, StreamPageToken, StreamRead, StreamWrite, Timestamp,
+    KeyedSnapshot, ListStreams, MemoryStore, NewStreamSnapshot, OnConflict, Position,
+    ProposedEvent, ReadAll, ReadAllPage, ReadFrom, RecordedEvent, Result, SecretChange,
+    SecretImport, SecretQuery, SnapshotKeyQuery, StoreDescription, StreamId, StreamPage,
+    StreamPageToken, StreamRead, StreamWrite, Timestamp,
 };
 use proptest::collection::vec;
 use proptest::option::weighted;
@@ -133,6 +134,10 @@ enum Op {
     MarkDispatched(String),
     /// Marks one of the stored events dispatched (when there is one).
     MarkStoredDispatched(Index),
+    MarkDispatchedAt(Vec<Position>),
+    ListSnapshots(SnapshotKeyQuery),
+    ImportSnapshots(Vec<KeyedSnapshot>),
+    ListStreamSnapshots(StreamId),
     Describe,
     Import(ImportBatch),
     ClearEvents,
@@ -225,6 +230,50 @@ fn event_spec() -> impl Strategy<Value = EventSpec> {
     (offset, body, weighted(0.1, 1u64..12))
 }
 
+fn secret_change() -> impl Strategy<Value = SecretChange> {
+    prop_oneof![
+        2 => (select(SECRET_IDS), select(SECRET_VALUES)).prop_map(|(id, secret)| {
+            SecretChange::Set {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            }
+        }),
+        1 => select(SECRET_IDS).prop_map(|id| SecretChange::Delete { id: id.to_owned() }),
+    ]
+}
+
+/// An overwrite request to one stream: mostly explicit small versions (so they meet
+/// stored ones, gaps and non-increasing runs), ids from the narrow pool (so they meet
+/// the replaced event's own id, another stored id, or none), other content under the
+/// same id (the replacement), now and then a secret change.
+fn overwrite_request() -> impl Strategy<Value = AppendRequest> {
+    let event = (
+        prop_oneof![3 => 0..NARROW_IDS, 1 => NARROW_IDS..WIDE_IDS],
+        prop_oneof![1 => Just(Body::Plain), 2 => Just(Body::Variant)],
+        weighted(0.85, 1u64..6),
+    );
+    (
+        0u32..1000,
+        0..STREAMS.len(),
+        expected_version(),
+        vec(event, 1..=3),
+        weighted(0.15, secret_change()),
+    )
+        .prop_map(|(commit, s, expected, events, secret)| AppendRequest {
+            commit_id: Some(format!("o-{commit}")),
+            writes: vec![StreamWrite {
+                stream: stream(s),
+                expected,
+                events: events
+                    .into_iter()
+                    .map(|(id, body, version)| proposed(id, body, version))
+                    .collect(),
+            }],
+            overwrite: true,
+            secret,
+        })
+}
+
 fn append_request() -> impl Strategy<Value = AppendRequest> {
     let write = || {
         (
@@ -240,7 +289,8 @@ fn append_request() -> impl Strategy<Value = AppendRequest> {
         1 => vec(write(), 2..=3),
     ];
     let first_id = prop_oneof![3 => 0..WIDE_IDS, 1 => 0..NARROW_IDS];
-    (0u32..1000, first_id, writes).prop_map(|(commit, first_id, writes)| {
+    let secret = weighted(0.1, secret_change());
+    (0u32..1000, first_id, writes, secret).prop_map(|(commit, first_id, writes, secret)| {
         let mut next = first_id;
         let writes = writes
             .into_iter()
@@ -261,6 +311,8 @@ fn append_request() -> impl Strategy<Value = AppendRequest> {
         AppendRequest {
             commit_id: Some(format!("c-{commit}")),
             writes,
+            overwrite: false,
+            secret,
         }
     })
 }
@@ -452,6 +504,25 @@ fn op() -> BoxedStrategy<Op> {
     ];
     prop_oneof![
         16 => append_request().prop_map(Op::Append),
+        4 => overwrite_request().prop_map(Op::Append),
+        1 => (0u32..1000, secret_change()).prop_map(|(commit, change)| Op::Append(
+            AppendRequest::default()
+                .with_commit_id(format!("s-{commit}"))
+                .with_secret(change)
+        )),
+        2 => vec(0u64..25, 0..=4).prop_map(Op::MarkDispatchedAt),
+        1 => (weighted(0.5, select(&["a", "k0", "k1", "k10", "k2", "k3"][..])), weighted(0.5, 0u64..4))
+            .prop_map(|(after, limit)| Op::ListSnapshots(SnapshotKeyQuery {
+                start_after: after.map(str::to_owned),
+                limit,
+            })),
+        1 => vec((select(SNAPSHOT_KEYS), select(SNAPSHOT_CONTENTS), 0i64..25), 0..=3)
+            .prop_map(|v| Op::ImportSnapshots(v.into_iter().map(|(key, content, k)| KeyedSnapshot {
+                key: key.to_owned(),
+                content: content.to_owned(),
+                timestamp: at(k),
+            }).collect())),
+        1 => stream_index().prop_map(Op::ListStreamSnapshots),
         4 => any::<Index>().prop_map(Op::RepeatAppend),
         2 => (stream_index(), stream_read()).prop_map(|(s, r)| Op::ReadStream(s, r)),
         3 => read_all().prop_map(Op::ReadAll),
@@ -518,6 +589,11 @@ macro_rules! compare {
 
 fn keyed(s: Option<KeyedSnapshot>) -> Option<(String, String)> {
     s.map(|s| (s.key, s.content))
+}
+
+/// Keyed snapshots without their timestamps (`save_snapshot` assigns them).
+fn keyed_list(list: Vec<KeyedSnapshot>) -> Vec<(String, String)> {
+    list.into_iter().map(|s| (s.key, s.content)).collect()
 }
 
 fn described(mut d: StoreDescription) -> StoreDescription {
@@ -591,6 +667,16 @@ async fn apply(b: &dyn EventStore, r: &dyn EventStore, op: &Op) -> Result<(), St
         Op::DeleteSecret(id) => compare!(b, r, |s| s.delete_secret(id).await),
         Op::ListSecrets(q) => compare!(b, r, |s| s.list_secrets(q.clone()).await),
         Op::MarkDispatched(id) => compare!(b, r, |s| s.mark_dispatched(id).await),
+        Op::MarkDispatchedAt(positions) => {
+            compare!(b, r, |s| s.mark_dispatched_at(positions).await)
+        }
+        Op::ListSnapshots(q) => {
+            compare!(b, r, |s| s.list_snapshots(q.clone()).await.map(keyed_list))
+        }
+        Op::ImportSnapshots(list) => compare!(b, r, |s| s.import_snapshots(list.clone()).await),
+        Op::ListStreamSnapshots(stream) => {
+            compare!(b, r, |s| s.list_stream_snapshots(stream).await)
+        }
         Op::Describe => compare!(b, r, |s| s.describe().await.map(described)),
         Op::Import(batch) => compare!(b, r, |s| s.import_events(batch.clone()).await),
         Op::ClearEvents => compare!(b, r, |s| s.clear_events().await),
@@ -623,7 +709,15 @@ async fn compare_state(b: &dyn EventStore, r: &dyn EventStore) -> Result<(), Str
             .map_err(|e| format!("stream_info {st}: {e}"))?;
         compare!(b, r, |s| s.latest_stream_snapshot(&st, None).await)
             .map_err(|e| format!("latest_stream_snapshot {st}: {e}"))?;
+        compare!(b, r, |s| s.list_stream_snapshots(&st).await)
+            .map_err(|e| format!("list_stream_snapshots {st}: {e}"))?;
     }
+    let keys = SnapshotKeyQuery::default();
+    compare!(b, r, |s| s
+        .list_snapshots(keys.clone())
+        .await
+        .map(keyed_list))
+    .map_err(|e| format!("list_snapshots: {e}"))?;
     for k in SNAPSHOT_KEYS {
         compare!(b, r, |s| s.load_snapshot(k).await.map(keyed))
             .map_err(|e| format!("load_snapshot {k}: {e}"))?;

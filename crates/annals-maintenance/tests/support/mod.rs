@@ -743,7 +743,6 @@ pub async fn copy_is_lossless_and_verified(backend: &Backend) {
         &source,
         &target,
         CopyOptions {
-            snapshot_keys: vec!["projection-1".into(), "absent".into()],
             batch_size: 9,
             ..CopyOptions::default()
         },
@@ -821,4 +820,216 @@ pub async fn copy_refuses_a_non_empty_target(backend: &Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let with_snapshot = backend.open().await;
+    with_snapshot.save_snapshot("k", "v").await.unwrap();
+    let err = copy(&source, &with_snapshot, CopyOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "a target holding a keyed snapshot is not empty: {err}"
+    );
+    assert!(all_events(&*with_snapshot).await.is_empty());
+}
+
+fn stream_snapshot(
+    stream: &StreamId,
+    id: &str,
+    version: u64,
+    data: &str,
+    ms: i64,
+) -> NewStreamSnapshot {
+    NewStreamSnapshot {
+        id: Some(id.into()),
+        timestamp: Some(Timestamp::from_millis(1_650_000_000_000 + ms)),
+        schema_version: 3,
+        ..NewStreamSnapshot::new(stream.clone(), version, Json::from_raw(data.to_owned()))
+    }
+}
+
+async fn keyed_snapshots(store: &dyn EventStore) -> Vec<annals_core::KeyedSnapshot> {
+    store
+        .list_snapshots(annals_core::SnapshotKeyQuery::default())
+        .await
+        .unwrap()
+}
+
+/// Every stream's snapshots, stream by stream in listing order.
+async fn stream_snapshots(store: &dyn EventStore) -> Vec<annals_core::StreamSnapshot> {
+    let mut out = Vec::new();
+    let streams = store
+        .list_streams(annals_core::ListStreams::default())
+        .await
+        .unwrap()
+        .streams;
+    for info in streams {
+        out.extend(store.list_stream_snapshots(&info.stream).await.unwrap());
+    }
+    out
+}
+
+/// A copy from the in-memory reference into `backend` carries every keyed snapshot
+/// (more than one listing page, timestamps kept) and every snapshot of every stream
+/// with events, in save order with ids and timestamps (two at one version, after a
+/// prune), so both sides answer every snapshot query the same.
+pub async fn copy_keeps_every_snapshot(backend: &Backend) {
+    let source: Arc<dyn EventStore> = Arc::new(annals_core::MemoryStore::new());
+    populate(&source, 21).await;
+    source
+        .save_snapshot("projection-1", "{\"state\":1}")
+        .await
+        .unwrap();
+    let imported: Vec<annals_core::KeyedSnapshot> = (0..2_300)
+        .map(|i| annals_core::KeyedSnapshot {
+            key: format!("user-{i:05}"),
+            content: format!("{{\"n\":{i}}}\n é"),
+            timestamp: Timestamp::from_millis(1_500_000_000_000 + i),
+        })
+        .collect();
+    source.import_snapshots(imported).await.unwrap();
+    source
+        .save_snapshot("user-00007", "saved after the import")
+        .await
+        .unwrap();
+    let plain = StreamId::new("acc-1");
+    let account = StreamId::new("acc-2").with_aggregate("account");
+    let ghost = StreamId::new("no-events");
+    for (id, version, data, ms) in [
+        ("a1", 1, "1", 50),
+        ("a3", 3, r#"{"v":3}"#, 10),
+        ("a3-again", 3, r#"{ "v" : "3 again" }"#, 20),
+        ("a2", 2, "2", 5),
+    ] {
+        source
+            .save_stream_snapshot(stream_snapshot(&plain, id, version, data, ms))
+            .await
+            .unwrap();
+    }
+    for (id, version) in [("b1", 1), ("b4", 4), ("b2", 2)] {
+        source
+            .save_stream_snapshot(stream_snapshot(&account, id, version, "{}", 0))
+            .await
+            .unwrap();
+    }
+    source
+        .save_stream_snapshot(stream_snapshot(&ghost, "g1", 1, "{}", 0))
+        .await
+        .unwrap();
+    // populate saved one snapshot of `plain` first; keep the newest four of it.
+    assert_eq!(source.prune_stream_snapshots(&plain, 4).await.unwrap(), 1);
+    assert_eq!(source.prune_stream_snapshots(&account, 2).await.unwrap(), 1);
+
+    let target = backend.open().await;
+    let report = copy(&source, &target, CopyOptions::default())
+        .await
+        .unwrap();
+    assert!(report.verified());
+    assert_eq!(report.keyed_snapshots, 2_301, "every keyed snapshot");
+    assert_eq!(
+        report.stream_snapshots, 6,
+        "every snapshot of the streams with events (not of a stream without events)"
+    );
+    assert_eq!(
+        (
+            report.source.keyed_snapshots,
+            report.source.stream_snapshots
+        ),
+        (2_301, 6)
+    );
+    assert_eq!(report.source, report.target);
+    assert_eq!(
+        checksum(&*source).await.unwrap(),
+        checksum(&*target).await.unwrap()
+    );
+    assert_eq!(
+        keyed_snapshots(&*target).await,
+        keyed_snapshots(&*source).await,
+        "keyed snapshots with contents and timestamps"
+    );
+    assert_eq!(
+        target.load_snapshot("user-00007").await.unwrap(),
+        source.load_snapshot("user-00007").await.unwrap()
+    );
+    let copied = stream_snapshots(&*target).await;
+    assert_eq!(copied, stream_snapshots(&*source).await);
+    assert_eq!(
+        target
+            .list_stream_snapshots(&plain)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a1", "a3", "a3-again", "a2"],
+        "the kept snapshots in save order"
+    );
+    for stream in [&plain, &account] {
+        for max in [None, Some(1), Some(2), Some(3), Some(4)] {
+            assert_eq!(
+                target.latest_stream_snapshot(stream, max).await.unwrap(),
+                source.latest_stream_snapshot(stream, max).await.unwrap(),
+                "latest_stream_snapshot({stream}, {max:?}) on both sides"
+            );
+        }
+    }
+    assert_eq!(
+        target
+            .latest_stream_snapshot(&plain, Some(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "a3-again",
+        "of two snapshots at one version the later save wins on the copy too"
+    );
+    assert!(
+        target
+            .list_stream_snapshots(&ghost)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a snapshot of a stream without events is not copied"
+    );
+    // Pruning answers the same on both sides.
+    for store in [&source, &target] {
+        assert_eq!(store.prune_stream_snapshots(&plain, 2).await.unwrap(), 2);
+    }
+    assert_eq!(
+        target.list_stream_snapshots(&plain).await.unwrap(),
+        source.list_stream_snapshots(&plain).await.unwrap()
+    );
+    // And a copy back into memory reproduces the same checksum.
+    let back: Arc<dyn EventStore> = Arc::new(annals_core::MemoryStore::new());
+    let again = copy(&target, &back, CopyOptions::default()).await.unwrap();
+    assert_eq!(again.source, checksum(&*source).await.unwrap());
+    assert_eq!(again.target, again.source);
+}
+
+/// Without stream snapshots, a copy leaves them out and still verifies.
+pub async fn copy_without_stream_snapshots_leaves_them_out(backend: &Backend) {
+    let source = backend.open().await;
+    populate(&source, 5).await;
+    let target = backend.open().await;
+    let report = copy(
+        &source,
+        &target,
+        CopyOptions {
+            stream_snapshots: false,
+            ..CopyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.verified());
+    assert_eq!(
+        (report.stream_snapshots, report.source.stream_snapshots),
+        (0, 0)
+    );
+    assert!(target
+        .list_stream_snapshots(&StreamId::new("acc-1"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(checksum(&*source).await.unwrap().stream_snapshots, 1);
 }

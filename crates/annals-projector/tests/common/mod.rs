@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod counted;
+pub mod crash;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
