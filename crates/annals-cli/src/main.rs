@@ -16,7 +16,9 @@
 //! annals import events.ndjson [--from-offset B]; annals import --incremental new.ndjson
 //! annals secrets export|import; annals copy --from ./annals-data#a --to postgres://…#b
 //! annals streams; annals describe; annals freeze; annals unfreeze
-//! annals snapshot get|put|rm KEY; annals secret get|set|rm ID
+//! annals snapshot ls [--start-after K --limit N]; annals snapshot get|put|rm KEY
+//! annals secret get|set|rm ID; annals secret set ID VALUE --events FILE|-
+//! annals append --overwrite '{"aggregateId": "acc-1", "version": 1, "type": "Opened"}'
 //! ```
 //!
 //! Output is human-readable by default; `--json` prints one JSON object per line.
@@ -41,8 +43,8 @@ use serde_json::Value;
 use annals_client::{ConnectionError, HttpStore, RemoteError};
 use annals_core::{
     AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion, Json,
-    ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, StreamId, StreamWrite, Subscribe,
-    Timestamp,
+    ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, SecretChange, SnapshotKeyQuery,
+    StreamId, StreamWrite, Subscribe, Timestamp,
 };
 use annals_server::{Server, ServerConfig};
 
@@ -121,6 +123,10 @@ enum Command {
         /// The commit id shared by the events.
         #[arg(long)]
         commit_id: Option<String>,
+        /// Replace in place: an event whose `version` is already stored replaces the
+        /// stored event (keeping its position); the others are appended.
+        #[arg(long)]
+        overwrite: bool,
         /// Print the stored events as JSON lines.
         #[arg(long)]
         json: bool,
@@ -198,7 +204,7 @@ enum Command {
     Freeze,
     /// Accept writes to the store again.
     Unfreeze,
-    /// Keyed snapshots: get, put, rm.
+    /// Keyed snapshots: ls, get, put, rm.
     Snapshot {
         #[command(subcommand)]
         action: SnapshotAction,
@@ -212,6 +218,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SnapshotAction {
+    /// List the keys of keyed snapshots in bytewise order, a page at a time.
+    Ls {
+        /// Only keys after this one (the last key of the previous page).
+        #[arg(long)]
+        start_after: Option<String>,
+        /// At most this many keys (all when absent).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per line, with the content and timestamp.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a keyed snapshot's content.
     Get {
         /// The key.
@@ -244,12 +262,17 @@ enum SecretAction {
         #[arg(long)]
         json: bool,
     },
-    /// Store a secret under a new id (ids are never reused).
+    /// Store a secret under a new id (ids are never reused), optionally with events
+    /// appended in the same commit.
     Set {
         /// The secret's id.
         id: String,
         /// The secret; `-` or absent reads standard input.
         secret: Option<String>,
+        /// Events to append atomically with the secret (the `append` forms), from this
+        /// file or, with `-`, from standard input.
+        #[arg(long, value_name = "FILE|-")]
+        events: Option<String>,
     },
     /// Erase a secret for good (its id stays used).
     Rm {
@@ -425,11 +448,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             events,
             expected_version,
             commit_id,
+            overwrite,
             json,
         } => {
             let text = argument_or_stdin(events)?;
             let mut request = append_request(&text, expected_version.as_deref())?;
             request.commit_id = commit_id;
+            request.overwrite = overwrite;
             let result = store.append(request).await?;
             if json {
                 for e in &result.events {
@@ -613,6 +638,28 @@ async fn snapshot(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     match action {
+        SnapshotAction::Ls {
+            start_after,
+            limit,
+            json,
+        } => {
+            let page = store
+                .list_snapshots(SnapshotKeyQuery { start_after, limit })
+                .await?;
+            for s in &page {
+                if json {
+                    let v = serde_json::json!({"key": s.key, "content": s.content, "timestamp": s.timestamp});
+                    let _ = writeln!(out, "{v}");
+                } else {
+                    let _ = writeln!(out, "{}", s.key);
+                }
+            }
+            if let (Some(limit), Some(last)) = (limit, page.last()) {
+                if page.len() as u64 == limit && !json {
+                    eprintln!("annals: more keys may follow: --start-after {:?}", last.key);
+                }
+            }
+        }
         SnapshotAction::Get { key, json } => {
             let s = store
                 .load_snapshot(&key)
@@ -656,10 +703,51 @@ async fn secret(
                 let _ = writeln!(out, "{}", s.secret.as_deref().unwrap_or("(deleted)"));
             }
         }
-        SecretAction::Set { id, secret } => {
+        SecretAction::Set {
+            id,
+            secret,
+            events: None,
+        } => {
             let secret = argument_or_stdin(secret)?;
             let s = store.set_secret(&id, secret.trim_end_matches('\n')).await?;
             let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+        }
+        SecretAction::Set {
+            id,
+            secret,
+            events: Some(source),
+        } => {
+            let text = match source.as_str() {
+                "-" => {
+                    if secret.as_deref().is_none_or(|s| s == "-") {
+                        return Err(Failure::usage(
+                            "with --events -, give the secret as an argument",
+                        ));
+                    }
+                    argument_or_stdin(None)?
+                }
+                path => std::fs::read_to_string(path)
+                    .map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?,
+            };
+            let secret = argument_or_stdin(secret)?;
+            let request = append_request(&text, None)?.with_secret(SecretChange::Set {
+                id,
+                secret: secret.trim_end_matches('\n').to_owned(),
+            });
+            let result = store.append(request).await?;
+            let s = result.secret.ok_or_else(|| Failure {
+                code: 4,
+                message: "the server did not report the secret it stored".into(),
+            })?;
+            let _ = writeln!(
+                out,
+                "secret {} stored at idx {} with {} event(s), commit {}, head position {}",
+                s.id,
+                s.idx,
+                result.events.len(),
+                result.commit_id,
+                result.head_position
+            );
         }
         SecretAction::Rm { id } => store.delete_secret(&id).await?,
     }
@@ -845,7 +933,7 @@ fn append_request(text: &str, expected: Option<&str>) -> Result<AppendRequest, F
         }
     }
     Ok(AppendRequest {
-        commit_id: None,
         writes,
+        ..AppendRequest::default()
     })
 }

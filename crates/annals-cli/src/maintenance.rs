@@ -181,9 +181,6 @@ pub(crate) struct CopyArgs {
     /// `auto` freezes the source during the copy.
     #[arg(long, value_enum, default_value = "manual")]
     maintenance_mode: Mode,
-    /// Keyed snapshots to copy (the store cannot list them); repeatable.
-    #[arg(long = "snapshot-key")]
-    snapshot_keys: Vec<String>,
     /// Events per batch.
     #[arg(long, default_value_t = 10_000)]
     batch_size: u64,
@@ -533,7 +530,6 @@ pub(crate) async fn copy(args: CopyArgs, remote: &Remote<'_>) -> Result<(), Fail
     let options = CopyOptions {
         maintenance: args.maintenance_mode.into(),
         batch_size: args.batch_size,
-        snapshot_keys: args.snapshot_keys,
         ..CopyOptions::default()
     };
     let result = copy_with_progress(&from, &to, options, |n| bar.set_position(n)).await;

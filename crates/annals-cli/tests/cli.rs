@@ -313,3 +313,139 @@ fn serve_with_a_token_file_and_a_client_with_a_token() {
         String::from_utf8_lossy(&with.stderr)
     );
 }
+
+#[test]
+fn snapshot_ls_pages_through_keys_in_order() {
+    stdout(annals("s7").arg("create"));
+    for key in ["k3", "k1", "k2"] {
+        stdout(annals("s7").args(["snapshot", "put", key, &format!("state of {key}")]));
+    }
+    assert_eq!(
+        stdout(annals("s7").args(["snapshot", "ls"])),
+        "k1\nk2\nk3\n"
+    );
+    let out = annals("s7")
+        .args(["snapshot", "ls", "--limit", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "k1\nk2\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--start-after \"k2\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout(annals("s7").args(["snapshot", "ls", "--start-after", "k2"])),
+        "k3\n"
+    );
+    let line = stdout(annals("s7").args(["snapshot", "ls", "--limit", "1", "--json"]));
+    let v: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (&v["key"], &v["content"]),
+        (&json_str("k1"), &json_str("state of k1"))
+    );
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+#[test]
+fn secret_set_with_events_appends_them_in_the_same_commit() {
+    stdout(annals("s8").arg("create"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.json");
+    std::fs::write(
+        &file,
+        r#"{"aggregateId": "user-1", "type": "SET_SECRET", "payload": {"id": "user-1"}}"#,
+    )
+    .unwrap();
+    let out = stdout(annals("s8").args([
+        "secret",
+        "set",
+        "user-1",
+        "key-1",
+        "--events",
+        file.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains("secret user-1 stored at idx 0 with 1 event(s)"),
+        "{out}"
+    );
+    // Events from standard input.
+    let out = stdout(
+        annals("s8")
+            .args(["secret", "set", "user-2", "key-2", "--events", "-"])
+            .write_stdin(r#"[{"aggregateId": "user-2", "type": "SET_SECRET"}]"#),
+    );
+    assert!(
+        out.contains("secret user-2 stored at idx 1 with 1 event(s)"),
+        "{out}"
+    );
+    assert_eq!(
+        stdout(annals("s8").args(["secret", "get", "user-2"])),
+        "key-2\n"
+    );
+    let events: Vec<Value> = stdout(annals("s8").args(["read", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    // A used id: exit 2, and its events are not stored.
+    let out = annals("s8")
+        .args([
+            "secret",
+            "set",
+            "user-1",
+            "again",
+            "--events",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stdout(annals("s8").args(["read", "--json"]))
+            .lines()
+            .count(),
+        2
+    );
+    // The secret and the events cannot both come from standard input.
+    let out = annals("s8")
+        .args(["secret", "set", "user-3", "--events", "-"])
+        .write_stdin("[]")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn append_overwrite_replaces_an_event_in_place() {
+    stdout(annals("s9").arg("create"));
+    stdout(annals("s9").args([
+        "append",
+        r#"[{"aggregateId": "a", "type": "Opened", "payload": {"owner": "ann"}},
+            {"aggregateId": "b", "type": "Opened"}]"#,
+    ]));
+    let fix =
+        r#"{"aggregateId": "a", "version": 1, "type": "Opened", "payload": {"owner": "bob"}}"#;
+    let out = annals("s9").args(["append", fix]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without --overwrite: a conflict"
+    );
+    let out = stdout(annals("s9").args(["append", "--overwrite", "--json", fix]));
+    let e: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&e["position"], &e["version"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    let events: Vec<Value> = stdout(annals("s9").args(["read", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["payload"]["owner"], "bob");
+}
