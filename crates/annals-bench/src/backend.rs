@@ -7,7 +7,7 @@ use std::sync::Arc;
 use annals_core::{EventStore, MemoryStore};
 use clap::ValueEnum;
 
-use crate::{BenchError, BenchResult};
+use crate::BenchResult;
 
 /// Which store to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +90,7 @@ impl Backend {
             Backend::Memory => Ok(OpenStore::plain(Arc::new(MemoryStore::new()))),
             Backend::Embedded => open_embedded(dir).map(OpenStore::plain),
             Backend::Postgres => open_postgres().await.map(OpenStore::plain),
-            Backend::Http => open_http(dir, annals_client_default_in_flight()).await,
+            Backend::Http => open_http(dir, http_in_flight()).await,
             Backend::HttpPerRequest => open_http(dir, 1024).await,
         }
     }
@@ -145,6 +145,15 @@ async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
 
 /// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
 /// a fresh store on it.
+/// Append requests the `http` backend's client keeps on the wire:
+/// `ANNALS_BENCH_HTTP_IN_FLIGHT`, else the client's default.
+fn http_in_flight() -> usize {
+    std::env::var("ANNALS_BENCH_HTTP_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(annals_client_default_in_flight)
+}
+
 #[cfg(feature = "http")]
 fn annals_client_default_in_flight() -> usize {
     annals_client::DEFAULT_MAX_APPENDS_IN_FLIGHT
@@ -170,7 +179,7 @@ async fn open_http(dir: &Path, max_appends_in_flight: usize) -> BenchResult<Open
                 let _ = stopped.await;
             })
             .await
-            .map_err(BenchError::from)
+            .map_err(crate::BenchError::from)
     });
     let client = annals_client::HttpStore::new(&url, "bench")?
         .with_max_appends_in_flight(max_appends_in_flight);

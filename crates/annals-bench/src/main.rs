@@ -7,6 +7,8 @@
 
 mod backend;
 mod baseline;
+#[cfg(feature = "nats")]
+mod outbox;
 mod report;
 mod workload;
 
@@ -62,6 +64,9 @@ enum WorkloadChoice {
     Fsync,
     /// Projector catch-up with a no-op handler (not part of `all`).
     Projector,
+    /// Publisher (outbox) to NATS JetStream, eight writers (feature `nats`; not part of
+    /// `all`).
+    PublisherNats,
     /// Raw PostgreSQL single-row INSERT per commit, one client (feature `postgres`).
     PgInsert1,
     /// Raw PostgreSQL single-row INSERT per commit, eight clients (feature `postgres`).
@@ -82,6 +87,7 @@ impl WorkloadChoice {
             WorkloadChoice::W6 => vec![Workload::W6],
             WorkloadChoice::Fsync => vec![Workload::Fsync],
             WorkloadChoice::Projector => vec![Workload::Projector],
+            WorkloadChoice::PublisherNats => vec![Workload::PublisherNats],
             WorkloadChoice::PgInsert1 => vec![Workload::PgInsert1],
             WorkloadChoice::PgInsert8 => vec![Workload::PgInsert8],
             WorkloadChoice::All if backend == Backend::Postgres => {

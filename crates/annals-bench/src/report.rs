@@ -73,6 +73,9 @@ pub struct Report {
     pub p50_us: f64,
     /// 99th-percentile per-operation latency, in microseconds.
     pub p99_us: f64,
+    /// Events left undispatched at the end (`publisher-nats` only; must be 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undispatched: Option<u64>,
 }
 
 impl Report {
@@ -93,6 +96,7 @@ impl Report {
             events_per_sec: round(events_per_sec, 1),
             p50_us: round(p50_us, 1),
             p99_us: round(p99_us, 1),
+            undispatched: None,
         }
     }
 }

@@ -74,6 +74,8 @@ pub enum Workload {
     Fsync,
     /// Catch-up of a projector with a no-op handler over a prepared store.
     Projector,
+    /// Eight writers' events carried by the publisher (outbox) to NATS JetStream.
+    PublisherNats,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, one client.
     PgInsert1,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, eight clients.
@@ -106,6 +108,7 @@ impl Workload {
             Workload::W6 => "w6",
             Workload::Fsync => "fsync",
             Workload::Projector => "projector",
+            Workload::PublisherNats => "publisher-nats",
             Workload::PgInsert1 => "pg-insert-1",
             Workload::PgInsert8 => "pg-insert-8",
         }
@@ -127,20 +130,28 @@ impl Workload {
         dir: &Path,
         events: Option<u64>,
     ) -> BenchResult<Report> {
-        let measured = if self == Workload::Fsync {
+        let (measured, undispatched) = if self == Workload::Fsync {
             let dir = dir.to_path_buf();
-            tokio::task::spawn_blocking(move || fsync(&dir, events)).await??
+            (
+                tokio::task::spawn_blocking(move || fsync(&dir, events)).await??,
+                None,
+            )
         } else if self == Workload::PgInsert1 {
             let payload = deposit(0).payload;
             let payload = payload.as_str().unwrap_or_default();
-            crate::baseline::insert_per_commit(1, events.unwrap_or(W1_EVENTS), payload).await?
+            let measured =
+                crate::baseline::insert_per_commit(1, events.unwrap_or(W1_EVENTS), payload).await?;
+            (measured, None)
         } else if self == Workload::PgInsert8 {
             let payload = deposit(0).payload;
             let payload = payload.as_str().unwrap_or_default();
-            crate::baseline::insert_per_commit(8, events.unwrap_or(W2_EVENTS), payload).await?
+            let measured =
+                crate::baseline::insert_per_commit(8, events.unwrap_or(W2_EVENTS), payload).await?;
+            (measured, None)
         } else {
             let opened = backend.open(dir).await?;
             let store = opened.store.clone();
+            let mut undispatched = None;
             let measured = match self {
                 Workload::W1 => w1(&store, events.unwrap_or(W1_EVENTS)).await?,
                 Workload::W2 => w2(&store, events.unwrap_or(W2_EVENTS)).await?,
@@ -151,24 +162,34 @@ impl Workload {
                 Workload::Projector => {
                     projector(&store, events.unwrap_or(PROJECTOR_EVENTS)).await?
                 }
+                Workload::PublisherNats => {
+                    let (measured, left) = publisher_nats(&store, events).await?;
+                    undispatched = Some(left);
+                    measured
+                }
                 Workload::Fsync | Workload::PgInsert1 | Workload::PgInsert8 => {
                     unreachable!("handled above")
                 }
             };
             drop(store);
             opened.close().await?;
-            measured
+            if let Some(left) = undispatched.filter(|left| *left > 0) {
+                return Err(format!(
+                    "{}: {left} events are still undispatched at the end",
+                    self.name()
+                )
+                .into());
+            }
+            (measured, undispatched)
         };
-        Ok(Report::new(
-            self.name(),
-            self.backend_label(backend),
-            measured,
-        ))
+        let mut report = Report::new(self.name(), self.backend_label(backend), measured);
+        report.undispatched = undispatched;
+        Ok(report)
     }
 }
 
 /// A "Deposited" event whose JSON payload is padded to [`PAYLOAD_BYTES`].
-fn deposit(seq: u64) -> ProposedEvent {
+pub(crate) fn deposit(seq: u64) -> ProposedEvent {
     const NOTE: &str = "padding so every payload is about the size of a small domain event; ";
     let mut payload = format!(
         r#"{{"account":"acc-{:06}","amount":{},"currency":"EUR","note":""#,
@@ -189,12 +210,12 @@ fn deposit(seq: u64) -> ProposedEvent {
 }
 
 /// The stream of benchmark account `n`.
-fn account(n: u64) -> StreamId {
+pub(crate) fn account(n: u64) -> StreamId {
     StreamId::new(format!("acc-{n}")).with_aggregate("account")
 }
 
 /// `total` split into `parts` shares differing by at most one.
-fn shares(total: u64, parts: u64) -> impl Iterator<Item = u64> {
+pub(crate) fn shares(total: u64, parts: u64) -> impl Iterator<Item = u64> {
     (0..parts).map(move |i| total / parts + u64::from(i < total % parts))
 }
 
@@ -469,6 +490,23 @@ async fn projector(store: &Arc<dyn EventStore>, events: u64) -> BenchResult<Meas
     })
 }
 
+/// publisher-nats: see [`crate::outbox`] (cargo feature `nats`).
+#[cfg(feature = "nats")]
+async fn publisher_nats(
+    store: &Arc<dyn EventStore>,
+    events: Option<u64>,
+) -> BenchResult<(Measured, u64)> {
+    crate::outbox::publisher_nats(store, events.unwrap_or(crate::outbox::EVENTS)).await
+}
+
+#[cfg(not(feature = "nats"))]
+async fn publisher_nats(
+    _store: &Arc<dyn EventStore>,
+    _events: Option<u64>,
+) -> BenchResult<(Measured, u64)> {
+    Err("this annals-bench was built without the `nats` feature".into())
+}
+
 /// Writes 4 KiB and syncs, in a loop: `syncs` times, or for [`FSYNC_DURATION`].
 fn fsync(dir: &Path, syncs: Option<u64>) -> BenchResult<Measured> {
     let mut file = OpenOptions::new()
@@ -539,6 +577,59 @@ mod tests {
             .unwrap();
         assert_eq!(report.workload, "projector");
         assert_eq!(report.events, 3_000);
+    }
+
+    /// Whether the NATS server answers; without it the test is skipped, except under
+    /// `CI=true`, where it must run.
+    #[cfg(feature = "nats")]
+    fn nats_reachable() -> bool {
+        let url = crate::outbox::nats_url();
+        let host_port = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let reachable = std::net::TcpStream::connect(host_port).is_ok();
+        if !reachable {
+            assert!(
+                std::env::var("CI").map_or(true, |ci| ci != "true"),
+                "NATS at {url} is not reachable; under CI=true this test must run"
+            );
+            eprintln!("skipped: NATS at {url} is not reachable");
+        }
+        reachable
+    }
+
+    #[cfg(all(feature = "nats", feature = "embedded"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_publisher_nats_workload_delivers_every_event_on_memory_and_embedded() {
+        if !nats_reachable() {
+            return;
+        }
+        for backend in [Backend::Memory, Backend::Embedded] {
+            let dir = tempfile::tempdir().unwrap();
+            let report = Workload::PublisherNats
+                .run(backend, dir.path(), Some(400))
+                .await
+                .unwrap();
+            assert_eq!(report.workload, "publisher-nats");
+            assert_eq!(report.backend, backend.name());
+            assert_eq!(report.events, 400);
+            assert_eq!(report.undispatched, Some(0));
+            assert!(
+                report.p50_us > 0.0 && report.p99_us >= report.p50_us,
+                "{report:?}"
+            );
+            let line = serde_json::to_string(&report).unwrap();
+            assert!(line.ends_with(r#","undispatched":0}"#), "{line}");
+        }
+    }
+
+    #[cfg(not(feature = "nats"))]
+    #[tokio::test]
+    async fn the_publisher_nats_workload_needs_the_nats_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Workload::PublisherNats
+            .run(Backend::Memory, dir.path(), Some(10))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("`nats` feature"), "{err}");
     }
 
     #[cfg(feature = "http")]
