@@ -3,8 +3,14 @@
 //! Crypto-shredding for Annals: personal data in chosen payload fields is encrypted with
 //! a key per *subject* (a person, a customer…), and the key is kept as a store secret.
 //! Deleting the subject's secret ([`Shredder::forget`]) makes those fields unreadable for
-//! good — in the store, in every export and in every copy, since they all hold only the
-//! ciphertext and (at most) the secret's tombstone.
+//! good — in the store, in every event export and in every copy, since they all hold
+//! only the ciphertext and (at most) the secret's tombstone.
+//!
+//! **What it cannot erase:** a *secrets* export
+//! (`annals_maintenance::export_secrets`, `annals
+//! secrets export`) taken before the deletion holds the subject's key, and importing it
+//! brings the fields back (a test pins this). Treat secrets exports as key material:
+//! keep them apart from event exports, encrypted, and expire them with your backups.
 //!
 //! - Cipher: AES-256-GCM (the `aes-gcm` crate), a random 96-bit nonce per field, the
 //!   subject id as associated data (a ciphertext cannot be moved to another subject).
