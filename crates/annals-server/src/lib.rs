@@ -215,8 +215,10 @@ impl Server {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes; then stops accepting connections, closes every
-    /// store (in-flight appends finish, subscriptions end) and waits for open requests.
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting
+    /// connections and refuses new requests (503 `store_closed`), ends live
+    /// subscriptions, lets every request already running finish (an append in flight is
+    /// answered), and only then closes the stores.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -230,17 +232,20 @@ impl Server {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
+        let draining = Arc::clone(&registry);
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down: closing stores");
-                registry.close_all().await;
+                tracing::info!("shutting down: finishing requests in flight");
+                draining.begin_shutdown();
             })
-            .await
-            .map_err(|source| ServeError::Io {
-                addr: self.addr,
-                source,
-            })
+            .await;
+        tracing::info!("shutting down: closing stores");
+        registry.close_all().await;
+        served.map_err(|source| ServeError::Io {
+            addr: self.addr,
+            source,
+        })
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct Registry {
     /// the drop (an embedded store's directory is renamed away instead).
     dropping: Mutex<HashSet<String>>,
     shutting_down: AtomicBool,
+    /// Cancelled when the shutdown begins: live subscriptions end on it.
+    shutdown: tokio_util::sync::CancellationToken,
     /// See [`crate::ServerConfig::max_subscriber_lag`].
     pub(crate) max_subscriber_lag: u64,
     /// The counters of `GET /metrics`.
@@ -112,6 +114,7 @@ impl Registry {
             stores: Mutex::new(HashMap::new()),
             dropping: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             metrics: crate::metrics::Metrics::default(),
             imports: crate::incremental::Imports::default(),
         }
@@ -164,9 +167,12 @@ impl Registry {
         result
     }
 
-    /// The named store, opened if it is not open yet.
+    /// The named store, opened if it is not open yet. Once the shutdown began, every
+    /// request is refused with 503 `store_closed`: no store is opened (or re-opened after
+    /// [`Registry::close_all`]) any more.
     pub(crate) async fn get(&self, name: &str) -> Result<Arc<dyn EventStore>, ApiError> {
         check_store_name(name)?;
+        self.refuse_when_shutting_down()?;
         match &self.backing {
             Backing::Embedded { dir, options } => {
                 let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
@@ -201,6 +207,7 @@ impl Registry {
     /// Creates a store; [`ApiError::StoreAlreadyExists`] when it exists.
     pub(crate) async fn create(&self, name: &str) -> Result<(), ApiError> {
         check_store_name(name)?;
+        self.refuse_when_shutting_down()?;
         match &self.backing {
             Backing::Embedded { dir, options } => {
                 let mut stores = self.stores.lock().map_err(|_| lock_poisoned())?;
@@ -292,9 +299,29 @@ impl Registry {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Closes every open store (ends their subscriptions); used at shutdown.
-    pub(crate) async fn close_all(&self) {
+    fn refuse_when_shutting_down(&self) -> Result<(), ApiError> {
+        if self.shutting_down() {
+            return Err(Error::Closed.into());
+        }
+        Ok(())
+    }
+
+    /// The first step of a graceful shutdown: new requests are refused, live
+    /// subscriptions end (clients resume with `Last-Event-ID` elsewhere or later), and
+    /// requests already past [`Registry::get`] — appends among them — finish normally.
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Completes once [`Registry::begin_shutdown`] was called.
+    pub(crate) async fn shutdown_started(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// Closes every open store; the last step of a shutdown, once no request is left.
+    pub(crate) async fn close_all(&self) {
+        self.begin_shutdown();
         let stores: Vec<_> = match self.stores.lock() {
             Ok(mut stores) => stores.drain().collect(),
             Err(_) => return,

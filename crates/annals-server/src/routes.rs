@@ -881,7 +881,8 @@ impl LagWatch {
 /// `lagged` (data: `lastPosition`, `headPosition`, `lag`, `maxSubscriberLag`) and the
 /// stream ends, so it resumes from its last id; the store ending the
 /// subscription (closed, dropped) sends `end`, so a client can tell it from a dropped
-/// connection. At server shutdown the stream just stops, so clients reconnect and resume.
+/// connection. At server shutdown the stream just stops (before the stores close), so
+/// clients reconnect and resume.
 fn sse_events(
     events: EventStream,
     lag: LagWatch,
@@ -892,7 +893,14 @@ fn sse_events(
         let reg = Arc::clone(&reg);
         async move {
             let (mut events, open, mut lag) = state?;
-            let message = match events.next().await {
+            let next = tokio::select! {
+                // At shutdown the stream ends at once: the client resumes elsewhere or
+                // later from its last id.
+                biased;
+                () = reg.shutdown_started() => return None,
+                next = events.next() => next,
+            };
+            let message = match next {
                 Some(Ok(e)) => {
                     let lagged = lag.check(e.position).await;
                     if let Some(events_behind) = lag.measured.take() {
