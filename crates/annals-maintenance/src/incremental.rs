@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use annals_core::limits::check_name;
+use annals_core::limits::{check_name, MAX_EVENTS_PER_APPEND};
 use annals_core::rules::check_stream;
 use annals_core::{
     Error, EventStore, ImportBatch, ImportOutcome, Json, OnConflict, RecordedEvent, Result,
@@ -168,6 +168,9 @@ impl IncrementalImport {
     /// Stages events (after the ones staged before). A missing timestamp becomes the
     /// staging time. Checks names here so a bad event is refused at the push that
     /// carries it, naming `events[i].<field>` of that push; payloads are checked at commit.
+    /// One import stages at most [`MAX_EVENTS_PER_APPEND`] events in all: its commit is
+    /// one atomic store write, and a push past that is refused (nothing of it staged)
+    /// instead of failing the commit later.
     ///
     /// ```
     /// # let store: std::sync::Arc<dyn annals_core::EventStore> = std::sync::Arc::new(annals_core::MemoryStore::new());
@@ -177,6 +180,15 @@ impl IncrementalImport {
     /// assert_eq!(import.staged_count(), 0);
     /// ```
     pub fn push(&mut self, events: Vec<IncomingEvent>) -> Result<()> {
+        let total = self.staged.len().saturating_add(events.len());
+        if total > MAX_EVENTS_PER_APPEND {
+            return Err(Error::invalid(
+                "events",
+                format!(
+                    "{total} events staged in one import; one commit stores at most {MAX_EVENTS_PER_APPEND}"
+                ),
+            ));
+        }
         for (i, e) in events.iter().enumerate() {
             check_stream(&e.stream).map_err(|err| prefix(err, &format!("events[{i}].")))?;
             check_name(&format!("events[{i}].type"), &e.event_type, false)?;
@@ -392,4 +404,27 @@ pub async fn incremental_import(
     let mut import = IncrementalImport::begin(store);
     import.push(events)?;
     import.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use annals_core::MemoryStore;
+
+    #[test]
+    fn a_push_past_the_commit_limit_is_refused_and_stages_nothing() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let mut import = IncrementalImport::begin(&store);
+        let event = || IncomingEvent::new("a".into(), "T", Json::null());
+        import
+            .push((0..MAX_EVENTS_PER_APPEND - 1).map(|_| event()).collect())
+            .unwrap();
+        let err = import.push(vec![event(), event()]).unwrap_err();
+        assert!(err.to_string().contains("events"), "{err}");
+        assert_eq!(import.staged_count(), MAX_EVENTS_PER_APPEND - 1);
+        import.push(vec![event()]).unwrap();
+        assert_eq!(import.staged_count(), MAX_EVENTS_PER_APPEND);
+    }
 }

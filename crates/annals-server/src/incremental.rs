@@ -29,8 +29,9 @@ use crate::wire::parse_body;
 
 /// The most imports one store may have open at once.
 pub(crate) const MAX_OPEN_IMPORTS: usize = 64;
-/// The most events one import may stage (over all its pushes).
-pub(crate) const MAX_STAGED_EVENTS: usize = 1_000_000;
+/// The most events one import may stage (over all its pushes): what its commit, one
+/// atomic store write, can take.
+pub(crate) const MAX_STAGED_EVENTS: usize = annals_core::limits::MAX_EVENTS_PER_APPEND;
 
 /// Store name → import id → import.
 type OpenImports = HashMap<String, HashMap<String, IncrementalImport>>;

@@ -302,7 +302,9 @@ const EXPORT_PAGE: u64 = 1000;
 /// Where an export stands between two pages of its body.
 struct ExportState {
     store: Arc<dyn annals_core::EventStore>,
-    after: u64,
+    /// Where the next page starts: the request's `afterPosition` or `cursor` first, then
+    /// the cursor each page returns.
+    from: ReadFrom,
     remaining: Option<u64>,
     done: bool,
     /// With `maintenanceMode=auto`: the freeze to lift when the body ends.
@@ -319,8 +321,9 @@ impl ExportState {
     }
 }
 
-/// `GET /events/export?afterPosition=&limit=&maintenanceMode=`: NDJSON in position
-/// order. With `maintenanceMode=auto` the store is frozen (409 `already_frozen` when it
+/// `GET /events/export?afterPosition=|cursor=&limit=&maintenanceMode=`: NDJSON in
+/// position order, after a position or an opaque cursor (from `GET /events` or an
+/// earlier export's last line). With `maintenanceMode=auto` the store is frozen (409 `already_frozen` when it
 /// is) for as long as the body is being sent, and unfrozen when it ends, fails, or the
 /// client goes away.
 async fn export(
@@ -330,7 +333,7 @@ async fn export(
 ) -> ApiResult {
     let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
-    let after: u64 = p.parse("afterPosition")?.unwrap_or(0);
+    let from = read_from(&p)?;
     let limit: Option<u64> = p.parse("limit")?;
     let frozen = match crate::maintenance::mode(&p)? {
         crate::maintenance::Mode::Auto => {
@@ -342,7 +345,7 @@ async fn export(
     count(&reg.metrics.reads, 1);
     let state = ExportState {
         store: s,
-        after,
+        from,
         remaining: limit,
         done: false,
         frozen,
@@ -354,11 +357,11 @@ async fn export(
             return None;
         }
         let page_size = st.remaining.map_or(EXPORT_PAGE, |r| r.min(EXPORT_PAGE));
-        let page = match st
-            .store
-            .read_all(ReadAll::forward().after(st.after).limit(page_size))
-            .await
-        {
+        let read = ReadAll {
+            from: st.from.clone(),
+            ..ReadAll::forward().limit(page_size)
+        };
+        let page = match st.store.read_all(read).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(error = %e, "export stopped");
@@ -378,7 +381,7 @@ async fn export(
             }
         }
         let n = page.events.len() as u64;
-        st.after = page.events.last().map_or(st.after, |e| e.position);
+        st.from = ReadFrom::Cursor(page.next_cursor);
         st.remaining = st.remaining.map(|r| r - n);
         st.done = page.end || n == 0;
         Some((Ok(Bytes::from(text)), st))

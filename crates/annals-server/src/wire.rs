@@ -16,8 +16,9 @@ use annals_core::{
 
 use crate::error::{optional, ApiError};
 
-/// The most events one append may carry.
-pub(crate) const MAX_EVENTS_PER_APPEND: usize = 10_000;
+/// The most events one append may carry: the store's own limit, so the HTTP client
+/// accepts what every backend accepts (the body size limit still applies).
+pub(crate) const MAX_EVENTS_PER_APPEND: usize = annals_core::limits::MAX_EVENTS_PER_APPEND;
 
 /// The most values a repeated filter parameter (`aggregateId`, `type`, `id`) may carry.
 pub(crate) const MAX_FILTER_VALUES: usize = 1_000;

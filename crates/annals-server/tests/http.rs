@@ -703,7 +703,7 @@ async fn unknown_routes_and_bad_bodies_get_the_json_error_body() {
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "limit_exceeded");
     assert_eq!(b["error"]["limit"], "maxBodyBytes");
-    let many: Vec<Value> = (0..10_001).map(|_| json!({"aggregateId": "a"})).collect();
+    let many: Vec<Value> = (0..100_001).map(|_| json!({"aggregateId": "a"})).collect();
     let (st, b) = s
         .call(
             Method::POST,
