@@ -358,7 +358,7 @@ async fn export(
         }
         let page_size = st.remaining.map_or(EXPORT_PAGE, |r| r.min(EXPORT_PAGE));
         let read = ReadAll {
-            from: st.from.clone(),
+            from: st.from,
             ..ReadAll::forward().limit(page_size)
         };
         let page = match st.store.read_all(read).await {
