@@ -20,7 +20,7 @@ async fn requests_served(url: &str) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("annals_http_request_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix("annals_http_requests_total "))
         .expect("the request counter is exported")
         .trim()
         .parse()

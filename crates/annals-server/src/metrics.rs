@@ -1,11 +1,12 @@
-//! `GET /metrics`: counters, gauges and a latency histogram in the Prometheus text format.
+//! `GET /metrics`: counters, gauges and a latency histogram per route in the Prometheus
+//! text format; and one log line per request (`debug`, or `warn` for a 5xx).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -28,11 +29,33 @@ pub(crate) struct Metrics {
     requests: AtomicU64,
     client_errors: AtomicU64,
     server_errors: AtomicU64,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_micros_sum: AtomicU64,
+    /// Latency per route (`METHOD /path/{template}`; `unmatched` for unknown paths): the
+    /// routes are a fixed set, so the label's cardinality is bounded.
+    latency: std::sync::Mutex<std::collections::BTreeMap<String, Arc<Histogram>>>,
     /// The lag (events behind the head) each open subscription had at its last check.
     subscriber_lags: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     next_subscription: AtomicU64,
+}
+
+/// One route's request latencies.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    micros_sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.micros_sum
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts one open subscription while it lives, and its lag.
@@ -82,20 +105,25 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn observe(&self, seconds: f64, status: u16) {
+    fn observe(&self, route: &str, seconds: f64, status: u16) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if (400..500).contains(&status) {
             self.client_errors.fetch_add(1, Ordering::Relaxed);
         } else if status >= 500 {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
+        let histogram = {
+            // Plain counters stay consistent whatever a panicking holder did.
+            let mut routes = self
+                .latency
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match routes.get(route) {
+                Some(h) => Arc::clone(h),
+                None => Arc::clone(routes.entry(route.to_owned()).or_default()),
             }
-        }
-        self.latency_micros_sum
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        };
+        histogram.observe(seconds);
     }
 
     /// The Prometheus text exposition.
@@ -164,6 +192,12 @@ impl Metrics {
             get(&self.subscriptions_lagged),
         );
         counter(
+            "annals_http_requests_total",
+            "Requests answered.",
+            "counter",
+            get(&self.requests),
+        );
+        counter(
             "annals_http_client_errors_total",
             "Requests answered with a 4xx status.",
             "counter",
@@ -178,32 +212,62 @@ impl Metrics {
         let name = "annals_http_request_duration_seconds";
         let _ = writeln!(
             out,
-            "# HELP {name} Time to answer a request (to the first byte for subscriptions).\n# TYPE {name} histogram"
+            "# HELP {name} Time to answer a request, per route (to the first byte for subscriptions and exports).\n# TYPE {name} histogram"
         );
-        for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", get(bucket));
+        let routes: Vec<(String, Arc<Histogram>)> = self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(route, h)| (route.clone(), Arc::clone(h)))
+            .collect();
+        for (route, h) in routes {
+            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            for (bucket, bound) in h.buckets.iter().zip(BUCKETS) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+                    get(bucket)
+                );
+            }
+            let count = get(&h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "{name}_sum{{route=\"{route}\"}} {}",
+                get(&h.micros_sum) as f64 / 1e6
+            );
+            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
         }
-        let count = get(&self.requests);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            get(&self.latency_micros_sum) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
         out
     }
 }
 
-/// Times every request.
+/// Times every request under its route and logs it: `debug` normally, `warn` when the
+/// answer is a 5xx (a server fault or an unavailable store).
 pub(crate) async fn track(
     State(reg): State<Arc<Registry>>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let method = request.method().clone();
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => format!("{method} {}", path.as_str()),
+        None => "unmatched".to_owned(),
+    };
     let response = next.run(request).await;
-    reg.metrics
-        .observe(started.elapsed().as_secs_f64(), response.status().as_u16());
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    reg.metrics.observe(&route, elapsed.as_secs_f64(), status);
+    let micros = elapsed.as_micros() as u64;
+    if status >= 500 {
+        tracing::warn!(%route, status, micros, "request failed");
+    } else {
+        tracing::debug!(%route, status, micros, "request");
+    }
     response
 }

@@ -442,6 +442,7 @@ async fn list_streams(
 ) -> ApiResult {
     let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
+    count(&reg.metrics.reads, 1);
     let mut query = ListStreams {
         context: p.string("context"),
         aggregate: p.string("aggregate"),

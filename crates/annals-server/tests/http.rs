@@ -92,6 +92,7 @@ async fn healthz_and_metrics_answer() {
         Some(json!({"events": [{"aggregateId": "a"}, {"aggregateId": "b"}]})),
     )
     .await;
+    s.call(Method::GET, "/v1/stores/m/streams", None).await;
     let _live = s
         .http
         .get(s.at("/v1/stores/m/subscribe"))
@@ -111,7 +112,10 @@ async fn healthz_and_metrics_answer() {
         "annals_appends_total 1",
         "annals_appended_events_total 2",
         "annals_subscriptions_open 1",
-        "annals_http_request_duration_seconds_count",
+        "annals_http_requests_total",
+        "annals_http_request_duration_seconds_count{route=\"POST /v1/stores/{store}/events\"} 1",
+        "annals_http_request_duration_seconds_bucket{route=\"PUT /v1/stores/{store}\",le=\"+Inf\"} 1",
+        "annals_reads_total 1",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
