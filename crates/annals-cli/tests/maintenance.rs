@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -269,8 +271,7 @@ fn incremental_import_appends_after_the_newest_event() {
 
 #[test]
 fn copy_embedded_to_postgres_when_available() {
-    let Ok(url) = std::env::var("ANNALS_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: ANNALS_TEST_POSTGRES_URL is not set; copy to PostgreSQL not tested");
+    let Some(url) = support::postgres("copy_embedded_to_postgres_when_available") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
