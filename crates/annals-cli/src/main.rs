@@ -24,10 +24,15 @@
 //! Output is human-readable by default; `--json` prints one JSON object per line.
 //! A server started with `--token-file` needs a token: `--token` or `ANNALS_TOKEN`.
 //!
+//! A failure prints one line on standard error, `annals: <what was wrong>`, naming the
+//! field (and for input files the line and byte offset).
+//!
 //! Exit codes: 0 success; 1 usage or invalid input; 2 not found or conflict (unknown
-//! store or event, version conflict, duplicate id, frozen store, already (un)frozen);
-//! 3 the server cannot be reached; 4 any other failure.
+//! store or event, version conflict, duplicate id, frozen store, already (un)frozen,
+//! store already exists, incremental import conflict); 3 the server cannot be reached;
+//! 4 any other failure.
 
+mod fields;
 mod maintenance;
 mod pour;
 
@@ -42,11 +47,13 @@ use serde_json::Value;
 
 use annals_client::{ConnectionError, HttpStore, RemoteError};
 use annals_core::{
-    AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion, Json,
+    AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion,
     ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, SecretChange, SnapshotKeyQuery,
-    StreamId, StreamWrite, Subscribe, Timestamp,
+    StreamId, StreamWrite, Subscribe,
 };
 use annals_server::{Server, ServerConfig};
+
+use crate::fields::EventFields;
 
 /// The store the CLI uses without `--store`; `annals serve` creates it.
 const DEFAULT_STORE: &str = "default";
@@ -55,7 +62,8 @@ const EXIT_HELP: &str = "Exit codes:
   0  success
   1  usage error or invalid input
   2  not found or conflict (unknown store or event, version conflict, duplicate id,
-     frozen store, already frozen / not frozen, store already exists)
+     frozen store, already frozen / not frozen, store already exists, incremental
+     import conflict)
   3  the server cannot be reached
   4  any other failure";
 
@@ -349,7 +357,9 @@ impl From<Error> for Failure {
             | ErrorKind::Frozen
             | ErrorKind::AlreadyFrozen
             | ErrorKind::NotFrozen
-            | ErrorKind::SecretAlreadyExists => 2,
+            | ErrorKind::SecretAlreadyExists
+            | ErrorKind::ImportConflict
+            | ErrorKind::WrongExpectedHead => 2,
             _ => match &e {
                 Error::Backend { source, .. } => {
                     let source: &(dyn std::error::Error + 'static) = &**source;
@@ -395,7 +405,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("annals: {}", f.message);
+            eprintln!("annals: {}", one_line(&f.message));
             ExitCode::from(f.code)
         }
     }
@@ -803,6 +813,17 @@ async fn serve(mut config: ServerConfig, token_file: Option<PathBuf>) -> Result<
     })
 }
 
+/// `message` on one line: errors from drivers and servers may span several, and a
+/// script reading standard error expects one line per failure.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `url` with the password (if any) replaced by `***`, for messages.
 fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -875,33 +896,22 @@ fn append_request(text: &str, expected: Option<&str>) -> Result<AppendRequest, F
     };
     let mut writes: Vec<StreamWrite> = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let field = |name: &str| e.get(name).and_then(Value::as_str).map(str::to_owned);
+        let Value::Object(e) = e else {
+            return Err(Error::invalid(format!("events[{i}]"), "must be a JSON object").into());
+        };
+        let fields = EventFields::new(format!("events[{i}]"), e);
         let stream = StreamId {
-            context: field("context").unwrap_or_default(),
-            aggregate: field("aggregate").unwrap_or_default(),
-            id: field("aggregateId")
-                .ok_or_else(|| Failure::usage(format!("event {i} has no \"aggregateId\"")))?,
-        };
-        let json = |name: &str| -> Result<Json, Failure> {
-            match e.get(name) {
-                Some(v) => Json::from_value(v).map_err(|err| Failure::usage(err.to_string())),
-                None => Ok(Json::null()),
-            }
-        };
-        let timestamp = match e.get("timestamp").and_then(Value::as_str) {
-            Some(t) => Some(
-                Timestamp::parse_rfc3339(t)
-                    .map_err(|err| Failure::usage(format!("event {i}: {err}")))?,
-            ),
-            None => None,
+            context: fields.string("context")?.unwrap_or_default(),
+            aggregate: fields.string("aggregate")?.unwrap_or_default(),
+            id: fields.required("aggregateId")?,
         };
         let proposed = ProposedEvent {
-            id: field("id"),
-            event_type: field("type").unwrap_or_default(),
-            payload: json("payload")?,
-            metadata: json("metadata")?,
-            timestamp,
-            version: e.get("version").and_then(Value::as_u64),
+            id: fields.string("id")?,
+            event_type: fields.string("type")?.unwrap_or_default(),
+            payload: fields.json("payload")?,
+            metadata: fields.json("metadata")?,
+            timestamp: fields.timestamp("timestamp")?,
+            version: fields.integer("version")?,
         };
         match writes.iter_mut().find(|w| w.stream == stream) {
             Some(w) => w.events.push(proposed),

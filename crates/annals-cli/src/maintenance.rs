@@ -10,16 +10,21 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
 use tokio::io::{AsyncSeekExt, AsyncWrite, BufReader};
 
-use annals_core::{Cursor, Error, EventStore, Json, OnConflict, StreamId, Timestamp};
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use annals_core::{Cursor, Error, EventStore, OnConflict, StreamId};
 use annals_maintenance::{
-    copy_with_progress, export_events, export_secrets, import_events, import_secrets,
-    incremental_import, CopyOptions, ExportOptions, ImportOptions, ImportProgress, IncomingEvent,
+    copy_with_progress, export_events, export_secrets, import_events, import_secrets, CopyOptions,
+    ExportOptions, ImportOptions, ImportProgress, IncomingEvent, IncrementalImport,
     MaintenanceMode, SecretsImportOptions,
 };
 
+use crate::fields::EventFields;
 use crate::Failure;
 
 /// Where the store of a maintenance verb is: the global `--url`/`--store`/`--token`, or
@@ -413,9 +418,9 @@ pub(crate) async fn import(args: ImportArgs, remote: &Remote<'_>) -> Result<(), 
             Ok(())
         }
         Err(e) => {
-            let mut failure = Failure::from(e);
+            let mut failure = Failure::from(name_the_field(e, args.file.as_ref()));
             failure.message = format!(
-                "{}\nannals: {} event(s) imported before it; resume with --from-offset {}",
+                "{}; {} event(s) imported before it; resume with --from-offset {}",
                 failure.message, last.imported, last.byte_offset
             );
             Err(failure)
@@ -423,19 +428,107 @@ pub(crate) async fn import(args: ImportArgs, remote: &Remote<'_>) -> Result<(), 
     }
 }
 
-/// One line of an incremental import.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IncomingLine {
-    id: Option<String>,
-    aggregate_id: String,
-    aggregate: Option<String>,
-    context: Option<String>,
-    #[serde(rename = "type")]
-    event_type: Option<String>,
-    timestamp: Option<Timestamp>,
-    payload: Option<Json>,
-    metadata: Option<Json>,
+/// An input line the NDJSON decoder refused as a whole (`line N (byte offset B)`, with
+/// serde_json's "… at line 1 column C") becomes an error naming the field whose value
+/// sits at that column, found by reading the line again: `line N (byte offset
+/// B).version: invalid type: …`. Only for a file (standard input cannot be read twice);
+/// any other error is returned as it is.
+fn name_the_field(error: Error, file: Option<&PathBuf>) -> Error {
+    let named = || -> Option<Error> {
+        let Error::InvalidInput { field, reason } = &error else {
+            return None;
+        };
+        let path = file.filter(|p| p.as_os_str() != "-")?;
+        let offset: u64 = field
+            .strip_prefix("line ")?
+            .split_once(" (byte offset ")?
+            .1
+            .strip_suffix(')')?
+            .parse()
+            .ok()?;
+        let (message, column) = reason.rsplit_once(" at line 1 column ")?;
+        let column: usize = column.parse().ok()?;
+        let mut file = std::fs::File::open(path).ok()?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).ok()?;
+        let mut line = Vec::new();
+        // A line longer than the decoder's limit was refused for its length, not a field.
+        std::io::BufRead::read_until(
+            &mut std::io::BufReader::new(std::io::Read::take(file, 1 << 26)),
+            b'\n',
+            &mut line,
+        )
+        .ok()?;
+        let text = std::str::from_utf8(&line).ok()?;
+        let fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+        // serde_json's column is the byte (from 1) where it stopped, inside or just
+        // after the bad value.
+        let at = column.checked_sub(1)?;
+        let base = text.as_ptr() as usize;
+        let (name, _) = fields.iter().find(|(_, raw)| {
+            let start = raw.get().as_ptr() as usize - base;
+            start <= at && at <= start + raw.get().len()
+        })?;
+        Some(Error::invalid(format!("{field}.{name}"), message))
+    };
+    named().unwrap_or(error)
+}
+
+/// One line of an incremental import as an event; errors name the line and the field.
+fn incoming_event(place: &str, bytes: &[u8]) -> Result<IncomingEvent, Failure> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::invalid(place, format!("not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(Error::invalid(place, "must be a JSON object").into());
+    };
+    let fields = EventFields::new(place.to_owned(), &map);
+    Ok(IncomingEvent {
+        id: fields.string("id")?,
+        stream: StreamId {
+            context: fields.string("context")?.unwrap_or_default(),
+            aggregate: fields.string("aggregate")?.unwrap_or_default(),
+            id: fields.required("aggregateId")?,
+        },
+        event_type: fields.string("type")?.unwrap_or_default(),
+        timestamp: fields.timestamp("timestamp")?,
+        payload: fields.json("payload")?,
+        metadata: fields.json("metadata")?,
+    })
+}
+
+/// Renames `<prefix>[i]` at the start of an error's field to the line staged event `i`
+/// came from (`staged[i]` of a commit, `events[0]` of a one-event push), and the
+/// library's `stream.*` to the names the line uses.
+fn at_staged_line(error: Error, prefix: &str, places: &[String]) -> Failure {
+    let relabel = |field: &str, index: Option<usize>| -> Option<String> {
+        let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
+        let (i, tail) = rest.split_once(']')?;
+        let i = index.or_else(|| i.parse().ok())?;
+        let tail = match tail {
+            ".stream.id" => ".aggregateId",
+            ".stream.aggregate" => ".aggregate",
+            ".stream.context" => ".context",
+            other => other,
+        };
+        Some(format!("{}{tail}", places.get(i)?))
+    };
+    match error {
+        Error::InvalidInput { field, reason } => {
+            let index = (prefix == "events").then(|| places.len().saturating_sub(1));
+            Error::InvalidInput {
+                field: relabel(&field, index).unwrap_or(field),
+                reason,
+            }
+            .into()
+        }
+        Error::ImportConflict { index, reason } => match places.get(index) {
+            Some(place) => Failure {
+                code: 2,
+                message: format!("incremental import conflict at {place}: {reason}"),
+            },
+            None => Error::ImportConflict { index, reason }.into(),
+        },
+        other => other.into(),
+    }
 }
 
 async fn import_incremental(
@@ -444,30 +537,20 @@ async fn import_incremental(
 ) -> Result<(), Failure> {
     let (reader, _) = input(file, 0).await?;
     let mut lines = annals_core::ndjson::LineReader::new(reader).accept_unterminated(true);
-    let mut events = Vec::new();
+    let mut import = IncrementalImport::begin(store);
+    // Where each staged event came from, for the errors of the commit.
+    let mut places = Vec::new();
     while let Some(line) = lines.next_line().await? {
-        let parsed: IncomingLine = serde_json::from_slice(line.bytes).map_err(|e| {
-            Failure::from(Error::invalid(
-                format!("line {} (byte offset {})", line.number, line.offset),
-                e.to_string(),
-            ))
-        })?;
-        events.push(IncomingEvent {
-            id: parsed.id,
-            stream: StreamId {
-                context: parsed.context.unwrap_or_default(),
-                aggregate: parsed.aggregate.unwrap_or_default(),
-                id: parsed.aggregate_id,
-            },
-            event_type: parsed.event_type.unwrap_or_default(),
-            timestamp: parsed.timestamp,
-            payload: parsed.payload.unwrap_or_default(),
-            metadata: parsed.metadata.unwrap_or_default(),
-        });
+        let place = format!("line {} (byte offset {})", line.number, line.offset);
+        let event = incoming_event(&place, line.bytes)?;
+        places.push(place);
+        import
+            .push(vec![event])
+            .map_err(|e| at_staged_line(e, "events", &places))?;
     }
-    let outcome = incremental_import(store, events).await;
+    let outcome = import.commit().await;
     let _ = store.close().await;
-    let outcome = outcome?;
+    let outcome = outcome.map_err(|e| at_staged_line(e, "staged", &places))?;
     println!(
         "imported {} event(s) incrementally, skipped {} already stored; head position {}",
         outcome.imported, outcome.skipped, outcome.head_position
@@ -511,7 +594,7 @@ pub(crate) async fn secrets(action: SecretsAction, remote: &Remote<'_>) -> Resul
             };
             let done = import_secrets(&store, reader, options).await;
             let _ = store.close().await;
-            let done = done?;
+            let done = done.map_err(|e| name_the_field(e, file.as_ref()))?;
             println!(
                 "imported {} secret(s), skipped {}; byte offset {}",
                 done.imported, done.skipped, done.byte_offset
