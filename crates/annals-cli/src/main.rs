@@ -1,9 +1,21 @@
 //! # annals
 //!
 //! The command line of Annals: `annals serve` runs the HTTP server on a data directory
-//! (or, with `--postgres URL`, on a PostgreSQL database);
-//! every other verb talks to a server (`--url`, default `http://127.0.0.1:2113`) about one
-//! store (`--store`, default `default`).
+//! (or, with `--postgres URL`, on a PostgreSQL database); every other verb works on one
+//! store (`--store`, default `default`), which it reaches in one of three ways:
+//!
+//! - through a server: `--url` (default `http://127.0.0.1:2113`, or `ANNALS_URL`), with
+//!   `--token` or `ANNALS_TOKEN` for a server started with `--token-file`;
+//! - in a data directory opened directly: `--data DIR` (the store is `DIR/<store>`, as
+//!   `annals serve --data DIR` keeps it; a directory is open in one process at a time,
+//!   so stop a server using it first);
+//! - in a PostgreSQL database opened directly: `--postgres URL` (stores in the schema
+//!   `--postgres-schema`, default `annals`).
+//!
+//! Giving two of `--url`, `--data` and `--postgres` is a usage error (`ANNALS_URL` in the
+//! environment gives way to `--data` or `--postgres`). Opened directly, a store that
+//! does not exist is "not found" (exit 2), as a server answers, except for `create` and
+//! for the verbs that fill a store (`import`, `secrets import`, the target of `copy`).
 //!
 //! ```text
 //! annals serve --data ./annals-data
@@ -12,6 +24,8 @@
 //! annals append '{"aggregateId": "acc-1", "type": "Opened", "payload": {"owner": "ann"}}'
 //! annals read --json
 //! annals tail
+//! annals describe --data ./annals-data            # the store ./annals-data/default
+//! annals read --postgres postgres://postgres@127.0.0.1:5432/test --store orders
 //! annals export > events.ndjson
 //! annals import events.ndjson [--from-offset B]; annals import --incremental new.ndjson
 //! annals secrets export|import; annals copy --from ./annals-data#a --to postgres://…#b
@@ -22,7 +36,6 @@
 //! ```
 //!
 //! Output is human-readable by default; `--json` prints one JSON object per line.
-//! A server started with `--token-file` needs a token: `--token` or `ANNALS_TOKEN`.
 //!
 //! A failure prints one line on standard error, `annals: <what was wrong>`, naming the
 //! field (and for input files the line and byte offset).
@@ -33,6 +46,7 @@
 //! 4 any other failure.
 
 mod fields;
+mod location;
 mod maintenance;
 mod pour;
 
@@ -41,11 +55,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures::StreamExt;
 use serde_json::Value;
 
-use annals_client::{ConnectionError, HttpStore, RemoteError};
+use annals_client::{ConnectionError, RemoteError};
 use annals_core::{
     AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion,
     ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, SecretChange, SnapshotKeyQuery,
@@ -54,11 +69,15 @@ use annals_core::{
 use annals_server::{Server, ServerConfig};
 
 use crate::fields::EventFields;
+use crate::location::{IfMissing, Location, DEFAULT_SCHEMA};
 
 /// The store the CLI uses without `--store`; `annals serve` creates it.
 const DEFAULT_STORE: &str = "default";
 
-const EXIT_HELP: &str = "Exit codes:
+const EXIT_HELP: &str = "Where the store is: --url (a server; the default), --data DIR or
+--postgres URL (opened directly, in this process); one of them.
+
+Exit codes:
   0  success
   1  usage error or invalid input
   2  not found or conflict (unknown store or event, version conflict, duplicate id,
@@ -67,7 +86,7 @@ const EXIT_HELP: &str = "Exit codes:
   3  the server cannot be reached
   4  any other failure";
 
-/// Annals event store: run the server, or talk to one.
+/// Annals event store: run the server, or work on a store through one or directly.
 #[derive(Parser)]
 #[command(name = "annals", version, after_help = EXIT_HELP)]
 struct Cli {
@@ -85,18 +104,30 @@ struct Cli {
     /// The bearer token for a server started with a token file.
     #[arg(long, global = true, env = "ANNALS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Open the store directly in this data directory instead of talking to a server:
+    /// the store is `DIR/<--store>`, as `annals serve --data DIR` keeps it (stop a
+    /// server using it first). With `serve`: the directory to serve (default
+    /// `./annals-data`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Open the store directly in this PostgreSQL database
+    /// (`postgres://user@host:port/db`) instead of talking to a server. With `serve`:
+    /// serve its stores instead of a data directory.
+    #[arg(long, global = true, value_name = "URL")]
+    postgres: Option<String>,
+    /// The schema holding the stores with `--postgres` (created when missing).
+    #[arg(long, global = true, value_name = "SCHEMA", default_value = DEFAULT_SCHEMA)]
+    postgres_schema: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server on a data directory (one subdirectory per store); creates the
-    /// store `default` if it is missing.
+    /// Run the HTTP server on a data directory (`--data`, one subdirectory per store) or
+    /// a PostgreSQL database (`--postgres`, each store a row of `--postgres-schema`);
+    /// creates the store `default` if it is missing.
     Serve {
-        /// The data directory.
-        #[arg(long, default_value = "./annals-data")]
-        data: PathBuf,
         /// The address to listen on (loopback only, unless a token file is given).
         #[arg(long, default_value = annals_server::DEFAULT_LISTEN)]
         listen: SocketAddr,
@@ -109,13 +140,6 @@ enum Command {
         /// with `event: lagged`; the client then resumes from its last id.
         #[arg(long, default_value_t = annals_server::DEFAULT_MAX_SUBSCRIBER_LAG)]
         max_subscriber_lag: u64,
-        /// Serve the stores of this PostgreSQL database (`postgres://user@host:port/db`)
-        /// instead of a data directory: each store is a row of `--postgres-schema`.
-        #[arg(long, value_name = "URL", conflicts_with = "data")]
-        postgres: Option<String>,
-        /// The schema holding the stores with `--postgres` (created when missing).
-        #[arg(long, default_value = "annals", requires = "postgres")]
-        postgres_schema: String,
     },
     /// Create the store.
     Create,
@@ -173,7 +197,9 @@ enum Command {
     /// Re-publish past events into a message channel (replay): the ids of the store's
     /// streams, one stream's events, every event of the store, or several stores merged.
     Pour(pour::PourArgs),
-    /// Follow new events live (from the current head, or after `--after`).
+    /// Follow new events live (from the current head, or after `--after`); ends on
+    /// Ctrl-C. On a store opened directly it follows the store's own subscription
+    /// (with `--data`, only this process can write to it).
     Tail {
         #[command(flatten)]
         filter: FilterArgs,
@@ -387,13 +413,17 @@ impl From<Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_exit(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return usage_exit(&e),
+    };
+    let given = Given {
+        url: on_command_line(&matches, "url"),
+        postgres_schema: on_command_line(&matches, "postgres_schema"),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -402,7 +432,11 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli, given));
+    // Not waiting for a read of standard input that will never end (tokio reads it on
+    // a blocking thread, which an interrupted import leaves behind).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("annals: {}", one_line(&f.message));
@@ -411,49 +445,130 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    let code = if e.use_stderr() { 1 } else { 0 };
+    let _ = e.print();
+    ExitCode::from(code)
+}
+
+/// Which options were typed on the command line (not taken from the environment or a
+/// default): what the location checks need.
+struct Given {
+    url: bool,
+    postgres_schema: bool,
+}
+
+/// Whether the argument `id` was given on the command line, at any subcommand level
+/// (a global option may follow the subcommand).
+fn on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        if m.try_contains_id(id).unwrap_or(false)
+            && m.value_source(id) == Some(ValueSource::CommandLine)
+        {
+            return true;
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
+/// The one location the options name; two are a usage error.
+fn location(cli: &Cli, given: &Given) -> Result<Location, Failure> {
+    let named: Vec<&str> = [
+        (given.url, "--url"),
+        (cli.data.is_some(), "--data"),
+        (cli.postgres.is_some(), "--postgres"),
+    ]
+    .into_iter()
+    .filter_map(|(yes, flag)| yes.then_some(flag))
+    .collect();
+    if named.len() > 1 {
+        return Err(Failure::usage(format!(
+            "{} name two locations of the store: give one of --url (a server), --data DIR \
+             or --postgres URL",
+            named.join(" and ")
+        )));
+    }
+    if given.postgres_schema && cli.postgres.is_none() {
+        return Err(Failure::usage("--postgres-schema needs --postgres URL"));
+    }
+    Ok(if let Some(dir) = &cli.data {
+        Location::Data(dir.clone())
+    } else if let Some(url) = &cli.postgres {
+        Location::Postgres {
+            url: url.clone(),
+            schema: cli.postgres_schema.clone(),
+        }
+    } else {
+        Location::Server {
+            url: cli.url.clone(),
+            token: cli.token.clone(),
+        }
+    })
+}
+
+async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
     if let Command::Serve {
-        data,
         listen,
         token_file,
         max_subscriber_lag,
-        postgres,
-        postgres_schema,
     } = cli.command
     {
+        if cli.data.is_some() && cli.postgres.is_some() {
+            return Err(Failure::usage(
+                "serve a data directory (--data) or a PostgreSQL database (--postgres), not both",
+            ));
+        }
+        if given.postgres_schema && cli.postgres.is_none() {
+            return Err(Failure::usage("--postgres-schema needs --postgres URL"));
+        }
+        let data = cli.data.unwrap_or_else(|| PathBuf::from("./annals-data"));
         let mut config = ServerConfig::new(&data).listen(listen);
         config.max_subscriber_lag = max_subscriber_lag;
-        config.postgres = postgres;
-        config.postgres_options.schema = postgres_schema;
+        config.postgres = cli.postgres;
+        config.postgres_options.schema = cli.postgres_schema;
         return serve(config, token_file).await;
     }
-    let remote = maintenance::Remote {
-        url: &cli.url,
-        store: &cli.store,
-        token: cli.token.as_deref(),
-    };
+    let location = location(&cli, &given)?;
+    let name = cli.store.as_str();
     match cli.command {
-        Command::Export(args) => return maintenance::export(args, &remote).await,
-        Command::Import(args) => return maintenance::import(args, &remote).await,
-        Command::Secrets { action } => return maintenance::secrets(action, &remote).await,
-        Command::Copy(args) => return maintenance::copy(args, &remote).await,
-        Command::Pour(args) => {
-            return pour::run(&cli.url, &cli.store, cli.token.as_deref(), args).await
+        Command::Export(args) => return maintenance::export(args, &location, name).await,
+        Command::Import(args) => return maintenance::import(args, &location, name).await,
+        Command::Secrets { action } => return maintenance::secrets(action, &location, name).await,
+        Command::Copy(args) => {
+            if location.is_direct() {
+                return Err(Failure::usage(
+                    "copy takes its stores from --from and --to, not from --data or --postgres",
+                ));
+            }
+            return maintenance::copy(args, name, cli.token.as_deref()).await;
+        }
+        Command::Pour(args) => return pour::run(&location, name, args).await,
+        Command::Create => {
+            location.connect().await?.create(name).await?;
+            println!("created store {name}");
+            return Ok(());
         }
         _ => {}
     }
-    let mut store = HttpStore::new(&cli.url, &cli.store)?;
-    if let Some(token) = &cli.token {
-        store = store.with_token(token.clone());
-    }
+    let store = location.open(name, IfMissing::Fail).await?;
+    let result = on_store(&*store, name, cli.command).await;
+    let _ = store.close().await;
+    result
+}
+
+/// The verbs that work on one open store.
+async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    match cli.command {
-        Command::Serve { .. } => Ok(()),
-        Command::Create => {
-            store.create().await?;
-            let _ = writeln!(out, "created store {}", cli.store);
-            Ok(())
-        }
+    match command {
+        Command::Serve { .. }
+        | Command::Create
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Secrets { .. }
+        | Command::Copy(_)
+        | Command::Pour(_) => Ok(()),
         Command::Append {
             events,
             expected_version,
@@ -508,11 +623,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Export(_)
-        | Command::Import(_)
-        | Command::Secrets { .. }
-        | Command::Copy(_)
-        | Command::Pour(_) => Ok(()),
         Command::Tail {
             filter,
             after,
@@ -598,7 +708,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let d = store.describe().await?;
             if json {
                 let v = serde_json::json!({
-                    "store": cli.store,
+                    "store": name,
                     "eventCount": d.event_count,
                     "streamCount": d.stream_count,
                     "headPosition": d.head_position,
@@ -613,7 +723,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let last = d
                     .last_event_timestamp
                     .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                let _ = writeln!(out, "store:          {}", cli.store);
+                let _ = writeln!(out, "store:          {name}");
                 let _ = writeln!(out, "events:         {}", d.event_count);
                 let _ = writeln!(out, "streams:        {}", d.stream_count);
                 let _ = writeln!(out, "head position:  {}", d.head_position);
@@ -629,21 +739,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Freeze => {
             store.freeze().await?;
-            let _ = writeln!(out, "store {} frozen", cli.store);
+            let _ = writeln!(out, "store {name} frozen");
             Ok(())
         }
         Command::Unfreeze => {
             store.unfreeze().await?;
-            let _ = writeln!(out, "store {} unfrozen", cli.store);
+            let _ = writeln!(out, "store {name} unfrozen");
             Ok(())
         }
-        Command::Snapshot { action } => snapshot(&store, action, &mut out).await,
-        Command::Secret { action } => secret(&store, action, &mut out).await,
+        Command::Snapshot { action } => snapshot(store, action, &mut out).await,
+        Command::Secret { action } => secret(store, action, &mut out).await,
     }
 }
 
 async fn snapshot(
-    store: &HttpStore,
+    store: &dyn EventStore,
     action: SnapshotAction,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -696,7 +806,7 @@ async fn snapshot(
 }
 
 async fn secret(
-    store: &HttpStore,
+    store: &dyn EventStore,
     action: SecretAction,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -747,7 +857,7 @@ async fn secret(
             let result = store.append(request).await?;
             let s = result.secret.ok_or_else(|| Failure {
                 code: 4,
-                message: "the server did not report the secret it stored".into(),
+                message: "the store did not report the secret it stored".into(),
             })?;
             let _ = writeln!(
                 out,

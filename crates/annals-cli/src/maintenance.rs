@@ -1,6 +1,5 @@
 //! The data-maintenance verbs: `export`, `import` (also `--incremental`), `secrets
-//! export|import` and `copy`, over a server (`--url`), a data directory opened directly
-//! (`--data DIR`, the store `DIR/<--store>`) or a PostgreSQL database (`--postgres URL`).
+//! export|import` and `copy`, on any [`Location`].
 //! On a terminal they draw a progress bar on standard error; piped, they draw none.
 
 use std::io::IsTerminal;
@@ -25,31 +24,8 @@ use annals_maintenance::{
 };
 
 use crate::fields::EventFields;
+use crate::location::{IfMissing, Location};
 use crate::Failure;
-
-/// Where the store of a maintenance verb is: the global `--url`/`--store`/`--token`, or
-/// one of the direct openings below.
-#[derive(Args, Clone)]
-pub(crate) struct StoreArgs {
-    /// Open the store directly in this data directory (the store is `DIR/<--store>`, as
-    /// `annals serve --data DIR` keeps it; stop a server using it first) instead of
-    /// talking to a server.
-    #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
-    data: Option<PathBuf>,
-    /// Open the store directly in this PostgreSQL database instead of talking to a server.
-    #[arg(long, value_name = "URL")]
-    postgres: Option<String>,
-    /// The schema holding the stores with `--postgres`.
-    #[arg(long, default_value = "annals")]
-    postgres_schema: String,
-}
-
-/// The global connection options of the command line.
-pub(crate) struct Remote<'a> {
-    pub(crate) url: &'a str,
-    pub(crate) store: &'a str,
-    pub(crate) token: Option<&'a str>,
-}
 
 /// `auto` or `manual` on the command line.
 #[derive(Clone, Copy, ValueEnum)]
@@ -108,8 +84,6 @@ pub(crate) struct ExportArgs {
     /// `auto` freezes the store during the export.
     #[arg(long, value_enum, default_value = "manual")]
     maintenance_mode: Mode,
-    #[command(flatten)]
-    store: StoreArgs,
 }
 
 /// `annals import`.
@@ -134,8 +108,6 @@ pub(crate) struct ImportArgs {
     /// stored event, each stream getting its next versions.
     #[arg(long, conflicts_with_all = ["from_offset", "maintenance_mode"])]
     incremental: bool,
-    #[command(flatten)]
-    store: StoreArgs,
 }
 
 /// `annals secrets`.
@@ -152,8 +124,6 @@ pub(crate) enum SecretsAction {
         /// `auto` freezes the store during the export.
         #[arg(long, value_enum, default_value = "manual")]
         maintenance_mode: Mode,
-        #[command(flatten)]
-        store: StoreArgs,
     },
     /// Read NDJSON secrets, keeping their idx.
     Import {
@@ -168,8 +138,6 @@ pub(crate) enum SecretsAction {
         /// `auto` freezes the store and deletes its secrets first.
         #[arg(long, value_enum, default_value = "manual")]
         maintenance_mode: Mode,
-        #[command(flatten)]
-        store: StoreArgs,
     },
 }
 
@@ -177,10 +145,11 @@ pub(crate) enum SecretsAction {
 #[derive(Args)]
 pub(crate) struct CopyArgs {
     /// The source: `LOCATION[#STORE]`, where LOCATION is a server URL (`http://…`), a
-    /// PostgreSQL URL (`postgres://…`) or a data directory; STORE defaults to `--store`.
+    /// PostgreSQL URL (`postgres://…`, schema `annals`) or a data directory; STORE
+    /// defaults to `--store`.
     #[arg(long)]
     from: String,
-    /// The target (same form); must be empty.
+    /// The target (same form); must be empty (created when missing).
     #[arg(long)]
     to: String,
     /// `auto` freezes the source during the copy.
@@ -191,55 +160,20 @@ pub(crate) struct CopyArgs {
     batch_size: u64,
 }
 
-/// Opens the store the arguments name.
-async fn open(store: &StoreArgs, remote: &Remote<'_>) -> Result<Arc<dyn EventStore>, Failure> {
-    if let Some(dir) = &store.data {
-        return open_location(
-            &dir.display().to_string(),
-            remote.store,
-            remote,
-            &store.postgres_schema,
-        )
-        .await;
-    }
-    if let Some(url) = &store.postgres {
-        return open_location(url, remote.store, remote, &store.postgres_schema).await;
-    }
-    open_location(remote.url, remote.store, remote, &store.postgres_schema).await
-}
-
-async fn open_location(
-    location: &str,
-    name: &str,
-    remote: &Remote<'_>,
-    schema: &str,
-) -> Result<Arc<dyn EventStore>, Failure> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        let mut store = annals_client::HttpStore::new(location, name)?;
-        if let Some(token) = remote.token {
-            store = store.with_token(token.to_owned());
-        }
-        return Ok(Arc::new(store));
-    }
-    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        let options = annals_postgres::PostgresOptions {
-            schema: schema.to_owned(),
-            ..annals_postgres::PostgresOptions::default()
-        };
-        let db = annals_postgres::PostgresDatabase::connect(location, options).await?;
-        return Ok(Arc::new(db.open_store(name).await?));
-    }
-    let dir = PathBuf::from(location).join(name);
-    Ok(Arc::new(annals_embedded::EmbeddedStore::open(dir)?))
-}
-
 /// A `LOCATION[#STORE]` of `copy`.
-async fn open_spec(spec: &str, remote: &Remote<'_>) -> Result<Arc<dyn EventStore>, Failure> {
+async fn open_spec(
+    spec: &str,
+    default_store: &str,
+    token: Option<&str>,
+    if_missing: IfMissing,
+) -> Result<Arc<dyn EventStore>, Failure> {
     let (location, name) = match spec.rsplit_once('#') {
         Some((l, n)) if !n.is_empty() => (l, n),
-        _ => (spec, remote.store),
+        _ => (spec, default_store),
     };
-    open_location(location, name, remote, "annals").await
+    Location::parse(location, token)
+        .open(name, if_missing)
+        .await
 }
 
 /// A progress bar on standard error when it is a terminal; hidden otherwise.
@@ -335,8 +269,12 @@ async fn input(
 }
 
 /// `annals export`.
-pub(crate) async fn export(args: ExportArgs, remote: &Remote<'_>) -> Result<(), Failure> {
-    let store = open(&args.store, remote).await?;
+pub(crate) async fn export(
+    args: ExportArgs,
+    location: &Location,
+    name: &str,
+) -> Result<(), Failure> {
+    let store = location.open(name, IfMissing::Fail).await?;
     let after = match (&args.cursor, args.after) {
         (Some(c), _) => c.parse::<Cursor>()?.position(),
         (None, a) => a.unwrap_or(0),
@@ -353,8 +291,8 @@ pub(crate) async fn export(args: ExportArgs, remote: &Remote<'_>) -> Result<(), 
     };
     let result = export_events(&store, &mut out, options, |r| bar.set_position(r.lines)).await;
     bar.finish_and_clear();
-    let report = result?;
     let _ = store.close().await;
+    let report = result?;
     eprintln!(
         "annals: exported {} event(s); cursor {} (position {}){}",
         report.lines,
@@ -370,8 +308,12 @@ pub(crate) async fn export(args: ExportArgs, remote: &Remote<'_>) -> Result<(), 
 }
 
 /// `annals import`.
-pub(crate) async fn import(args: ImportArgs, remote: &Remote<'_>) -> Result<(), Failure> {
-    let store = open(&args.store, remote).await?;
+pub(crate) async fn import(
+    args: ImportArgs,
+    location: &Location,
+    name: &str,
+) -> Result<(), Failure> {
+    let store = location.open(name, IfMissing::Create).await?;
     if args.incremental {
         return import_incremental(&store, args.file.as_ref()).await;
     }
@@ -559,15 +501,18 @@ async fn import_incremental(
 }
 
 /// `annals secrets export|import`.
-pub(crate) async fn secrets(action: SecretsAction, remote: &Remote<'_>) -> Result<(), Failure> {
+pub(crate) async fn secrets(
+    action: SecretsAction,
+    location: &Location,
+    name: &str,
+) -> Result<(), Failure> {
     match action {
         SecretsAction::Export {
             from_idx,
             output: path,
             maintenance_mode,
-            store,
         } => {
-            let store = open(&store, remote).await?;
+            let store = location.open(name, IfMissing::Fail).await?;
             let mut out = output(path.as_ref(), false).await?;
             let report = export_secrets(&store, &mut out, from_idx, maintenance_mode.into()).await;
             let _ = store.close().await;
@@ -582,9 +527,8 @@ pub(crate) async fn secrets(action: SecretsAction, remote: &Remote<'_>) -> Resul
             from_offset,
             on_conflict,
             maintenance_mode,
-            store,
         } => {
-            let store = open(&store, remote).await?;
+            let store = location.open(name, IfMissing::Create).await?;
             let (reader, _) = input(file.as_ref(), from_offset).await?;
             let options = SecretsImportOptions {
                 from_offset,
@@ -605,9 +549,19 @@ pub(crate) async fn secrets(action: SecretsAction, remote: &Remote<'_>) -> Resul
 }
 
 /// `annals copy`.
-pub(crate) async fn copy(args: CopyArgs, remote: &Remote<'_>) -> Result<(), Failure> {
-    let from = open_spec(&args.from, remote).await?;
-    let to = open_spec(&args.to, remote).await?;
+pub(crate) async fn copy(
+    args: CopyArgs,
+    default_store: &str,
+    token: Option<&str>,
+) -> Result<(), Failure> {
+    let from = open_spec(&args.from, default_store, token, IfMissing::Fail).await?;
+    let to = match open_spec(&args.to, default_store, token, IfMissing::Create).await {
+        Ok(to) => to,
+        Err(e) => {
+            let _ = from.close().await;
+            return Err(e);
+        }
+    };
     let total = from.describe().await?.event_count;
     let bar = progress_bar(Some(total), "events");
     let options = CopyOptions {

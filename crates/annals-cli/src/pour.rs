@@ -1,5 +1,5 @@
 //! `annals pour ids|stream|all|stores`: re-publish past events into a message channel
-//! (castore's dam), through the server's HTTP API.
+//! (castore's dam), from the stores of any location (a server, `--data`, `--postgres`).
 //!
 //! ```text
 //! annals pour ids --channel nats://127.0.0.1:4222 --topic annals.ids --rate 100
@@ -28,9 +28,9 @@ use annals_channels::pour::{
     StoreEventsQuery, StreamEventsQuery,
 };
 use annals_channels::{Message, MessageChannel};
-use annals_client::HttpStore;
 use annals_core::{Error, EventStore, StreamId, StreamPageToken, Timestamp};
 
+use crate::location::{IfMissing, Location};
 use crate::Failure;
 
 /// `annals pour` and its options.
@@ -186,20 +186,23 @@ impl MessageChannel for StdoutChannel {
     }
 }
 
-/// Runs `annals pour …` against the server at `url`.
-pub async fn run(
-    url: &str,
+/// Runs `annals pour …` on the store `store_name` of `location`.
+pub async fn run(location: &Location, store_name: &str, args: PourArgs) -> Result<(), Failure> {
+    let connected = location.connect().await?;
+    let mut opened: Vec<Arc<dyn EventStore>> = Vec::new();
+    let result = pour(&connected, &mut opened, store_name, args).await;
+    for store in opened {
+        let _ = store.close().await;
+    }
+    result
+}
+
+async fn pour(
+    connected: &crate::location::Connected,
+    opened: &mut Vec<Arc<dyn EventStore>>,
     store_name: &str,
-    token: Option<&str>,
     args: PourArgs,
 ) -> Result<(), Failure> {
-    let open = |name: &str| -> Result<HttpStore, Failure> {
-        let mut s = HttpStore::new(url, name)?;
-        if let Some(t) = token {
-            s = s.with_token(t.to_owned());
-        }
-        Ok(s)
-    };
     let to_stdout = args.channel == "memory";
     let channel: Box<dyn MessageChannel> = if to_stdout {
         Box::new(StdoutChannel)
@@ -271,8 +274,9 @@ pub async fn run(
                 page_size,
                 resume: resume::<StreamPageToken>(args.resume.as_deref(), "ids")?,
             };
-            let store = open(store_name)?;
-            let r = pour::pour_aggregate_ids(&store, store_name, channel, &query, &options).await;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
+            let r = pour::pour_aggregate_ids(&*store, store_name, channel, &query, &options).await;
             summary.report(r, |r| {
                 (
                     format!(
@@ -312,9 +316,10 @@ pub async fn run(
                 aggregate,
                 id: aggregate_id,
             };
-            let store = open(store_name)?;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
             let r =
-                pour::pour_stream_events(&store, store_name, channel, &stream, &query, &options)
+                pour::pour_stream_events(&*store, store_name, channel, &stream, &query, &options)
                     .await;
             summary.report(r, |r| {
                 (
@@ -337,8 +342,9 @@ pub async fn run(
                 to,
                 resume: resume::<PourCursor>(args.resume.as_deref(), "all")?,
             };
-            let store = open(store_name)?;
-            let r = pour::pour_store_events(&store, store_name, channel, &query, &options).await;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
+            let r = pour::pour_store_events(&*store, store_name, channel, &query, &options).await;
             summary.report(r, |r| {
                 (
                     format!(
@@ -360,14 +366,14 @@ pub async fn run(
                 to,
                 resume: resume::<PourCursor>(args.resume.as_deref(), "stores")?,
             };
-            let opened = stores
-                .iter()
-                .map(|n| open(n))
-                .collect::<Result<Vec<_>, _>>()?;
+            for name in &stores {
+                let store = connected.open(name, IfMissing::Fail).await?;
+                opened.push(store);
+            }
             let list: Vec<(&str, &dyn EventStore)> = stores
                 .iter()
-                .zip(&opened)
-                .map(|(n, s)| (n.as_str(), s as &dyn EventStore))
+                .zip(opened.iter())
+                .map(|(n, s)| (n.as_str(), &**s))
                 .collect();
             let r = pour::pour_stores_events(&list, channel, &query, &options).await;
             summary.report(r, |r| {

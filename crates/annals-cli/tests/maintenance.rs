@@ -30,8 +30,8 @@ fn run(c: &mut Command) -> (String, String) {
     )
 }
 
-/// Writes `n` events into the store `name` of `data` through the library (the CLI's
-/// append talks to a server).
+/// Writes `n` events into the store `name` of `data` through the library (faster than
+/// one CLI process per append).
 fn seed(data: &Path, name: &str, n: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
