@@ -35,7 +35,28 @@
 //! annals append --overwrite '{"aggregateId": "acc-1", "version": 1, "type": "Opened"}'
 //! ```
 //!
-//! Output is human-readable by default; `--json` prints one JSON object per line.
+//! ## Output
+//!
+//! Output is human-readable by default; `--json` prints one JSON object per line, with
+//! these fields (camelCase, stable):
+//!
+//! - `append`, `read`, `tail`: one line per event, the event as API.md writes it
+//!   (`position`, `id`, `aggregateId`, `aggregate`, `context`, `version`, `type`,
+//!   `timestamp`, `payload`, `metadata`, `commitId`, `commitSequence`, `dispatched`).
+//! - `streams`: `aggregateId`, `aggregate`, `context`, `version`, `firstTimestamp`,
+//!   `firstPosition`, `lastPosition`.
+//! - `describe`: `store`, `eventCount`, `streamCount`, `headPosition`,
+//!   `lastEventTimestamp`, `frozen`, `secretCount`, `setSecretCount`,
+//!   `deletedSecretCount`.
+//! - `create`: `store`, `created` (true). `freeze`, `unfreeze`: `store`, `frozen`.
+//! - `snapshot ls`, `snapshot get`: `key`, `content`, `timestamp`. `snapshot put`: `key`,
+//!   `saved` (true). `snapshot rm`: `key`, `deleted` (true).
+//! - `secret get`: `idx`, `id`, `secret` (null once erased). `secret set`: `idx`, `id`,
+//!   and with `--events` also `eventCount`, `commitId`, `headPosition`. `secret rm`:
+//!   `id`, `deleted` (true).
+//! - `pour`: see `annals pour --help`.
+//!
+//! ## Errors
 //!
 //! A failure prints one line on standard error, `annals: <what was wrong>`, naming the
 //! field (and for input files the line and byte offset).
@@ -76,6 +97,11 @@ const DEFAULT_STORE: &str = "default";
 
 const EXIT_HELP: &str = "Where the store is: --url (a server; the default), --data DIR or
 --postgres URL (opened directly, in this process); one of them.
+
+--json prints one JSON object per line; the fields of each verb are listed in its
+--help and in the crate documentation.
+
+Errors are one line on standard error.
 
 Exit codes:
   0  success
@@ -142,7 +168,11 @@ enum Command {
         max_subscriber_lag: u64,
     },
     /// Create the store.
-    Create,
+    Create {
+        /// Print {"store", "created"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Append events: a JSON event, an array of events or `{"events": [...]}` (API.md
     /// form, each with `aggregateId`), from the argument or from standard input.
     Append {
@@ -159,7 +189,7 @@ enum Command {
         /// stored event (keeping its position); the others are appended.
         #[arg(long)]
         overwrite: bool,
-        /// Print the stored events as JSON lines.
+        /// Print the stored events as JSON lines (the fields of `read --json`).
         #[arg(long)]
         json: bool,
     },
@@ -235,9 +265,17 @@ enum Command {
         json: bool,
     },
     /// Refuse writes to the store.
-    Freeze,
+    Freeze {
+        /// Print {"store", "frozen"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Accept writes to the store again.
-    Unfreeze,
+    Unfreeze {
+        /// Print {"store", "frozen"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keyed snapshots: ls, get, put, rm.
     Snapshot {
         #[command(subcommand)]
@@ -278,11 +316,17 @@ enum SnapshotAction {
         key: String,
         /// The content; `-` or absent reads standard input.
         content: Option<String>,
+        /// Print {"key", "saved"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a keyed snapshot.
     Rm {
         /// The key.
         key: String,
+        /// Print {"key", "deleted"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -307,11 +351,18 @@ enum SecretAction {
         /// file or, with `-`, from standard input.
         #[arg(long, value_name = "FILE|-")]
         events: Option<String>,
+        /// Print {"idx", "id"} as one JSON object (with `--events` also "eventCount",
+        /// "commitId", "headPosition").
+        #[arg(long)]
+        json: bool,
     },
     /// Erase a secret for good (its id stays used).
     Rm {
         /// The secret's id.
         id: String,
+        /// Print {"id", "deleted"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -545,9 +596,18 @@ async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
             return maintenance::copy(args, name, cli.token.as_deref()).await;
         }
         Command::Pour(args) => return pour::run(&location, name, args).await,
-        Command::Create => {
+        Command::Create { json } => {
             location.connect().await?.create(name).await?;
-            println!("created store {name}");
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "created": true})
+                );
+            } else {
+                let _ = writeln!(out, "created store {name}");
+            }
             return Ok(());
         }
         _ => {}
@@ -563,7 +623,7 @@ async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Resul
     let mut out = std::io::stdout().lock();
     match command {
         Command::Serve { .. }
-        | Command::Create
+        | Command::Create { .. }
         | Command::Export(_)
         | Command::Import(_)
         | Command::Secrets { .. }
@@ -737,14 +797,30 @@ async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Resul
             }
             Ok(())
         }
-        Command::Freeze => {
+        Command::Freeze { json } => {
             store.freeze().await?;
-            let _ = writeln!(out, "store {name} frozen");
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "frozen": true})
+                );
+            } else {
+                let _ = writeln!(out, "store {name} frozen");
+            }
             Ok(())
         }
-        Command::Unfreeze => {
+        Command::Unfreeze { json } => {
             store.unfreeze().await?;
-            let _ = writeln!(out, "store {name} unfrozen");
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "frozen": false})
+                );
+            } else {
+                let _ = writeln!(out, "store {name} unfrozen");
+            }
             Ok(())
         }
         Command::Snapshot { action } => snapshot(store, action, &mut out).await,
@@ -792,13 +868,19 @@ async fn snapshot(
                 let _ = writeln!(out, "{}", s.content);
             }
         }
-        SnapshotAction::Put { key, content } => {
+        SnapshotAction::Put { key, content, json } => {
             let content = argument_or_stdin(content)?;
             store.save_snapshot(&key, &content).await?;
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"key": key, "saved": true}));
+            }
         }
-        SnapshotAction::Rm { key } => {
+        SnapshotAction::Rm { key, json } => {
             if !store.drop_snapshot(&key).await? {
                 return Err(Error::not_found("snapshot", key).into());
+            }
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"key": key, "deleted": true}));
             }
         }
     }
@@ -827,15 +909,21 @@ async fn secret(
             id,
             secret,
             events: None,
+            json,
         } => {
             let secret = argument_or_stdin(secret)?;
             let s = store.set_secret(&id, secret.trim_end_matches('\n')).await?;
-            let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"idx": s.idx, "id": s.id}));
+            } else {
+                let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+            }
         }
         SecretAction::Set {
             id,
             secret,
             events: Some(source),
+            json,
         } => {
             let text = match source.as_str() {
                 "-" => {
@@ -859,17 +947,33 @@ async fn secret(
                 code: 4,
                 message: "the store did not report the secret it stored".into(),
             })?;
-            let _ = writeln!(
-                out,
-                "secret {} stored at idx {} with {} event(s), commit {}, head position {}",
-                s.id,
-                s.idx,
-                result.events.len(),
-                result.commit_id,
-                result.head_position
-            );
+            if json {
+                let v = serde_json::json!({
+                    "idx": s.idx,
+                    "id": s.id,
+                    "eventCount": result.events.len(),
+                    "commitId": result.commit_id,
+                    "headPosition": result.head_position,
+                });
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "secret {} stored at idx {} with {} event(s), commit {}, head position {}",
+                    s.id,
+                    s.idx,
+                    result.events.len(),
+                    result.commit_id,
+                    result.head_position
+                );
+            }
         }
-        SecretAction::Rm { id } => store.delete_secret(&id).await?,
+        SecretAction::Rm { id, json } => {
+            store.delete_secret(&id).await?;
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"id": id, "deleted": true}));
+            }
+        }
     }
     Ok(())
 }

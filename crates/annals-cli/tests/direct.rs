@@ -174,6 +174,64 @@ fn store_verbs_work_on_a_data_directory_without_a_server() {
 }
 
 #[test]
+fn store_verbs_print_one_json_object_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let json = |args: &[&str]| one_json(&ok(annals(data, "j").args(args)).0);
+    assert_eq!(
+        json(&["create", "--json"]),
+        serde_json::json!({"store": "j", "created": true})
+    );
+    assert_eq!(
+        json(&["freeze", "--json"]),
+        serde_json::json!({"store": "j", "frozen": true})
+    );
+    assert_eq!(
+        json(&["unfreeze", "--json"]),
+        serde_json::json!({"store": "j", "frozen": false})
+    );
+    assert_eq!(
+        json(&["snapshot", "put", "k1", "state-1", "--json"]),
+        serde_json::json!({"key": "k1", "saved": true})
+    );
+    assert_eq!(
+        json(&["snapshot", "rm", "k1", "--json"]),
+        serde_json::json!({"key": "k1", "deleted": true})
+    );
+    assert_eq!(
+        json(&["secret", "set", "user-1", "hunter2", "--json"]),
+        serde_json::json!({"idx": 0, "id": "user-1"})
+    );
+    assert_eq!(
+        json(&["secret", "rm", "user-1", "--json"]),
+        serde_json::json!({"id": "user-1", "deleted": true})
+    );
+    let with_events = one_json(
+        &ok(annals(data, "j")
+            .args([
+                "secret", "set", "user-2", "key-2", "--json", "--events", "-",
+            ])
+            .write_stdin(r#"{"aggregateId": "user-2", "type": "SET_SECRET"}"#))
+        .0,
+    );
+    assert_eq!(
+        (
+            &with_events["idx"],
+            &with_events["id"],
+            &with_events["eventCount"],
+            &with_events["headPosition"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from("user-2"),
+            &Value::from(1),
+            &Value::from(1)
+        )
+    );
+    assert!(with_events["commitId"].is_string(), "{with_events}");
+}
+
+#[test]
 fn two_locations_are_one_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
