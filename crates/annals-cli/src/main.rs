@@ -56,17 +56,26 @@
 //!   `id`, `deleted` (true).
 //! - `pour`: see `annals pour --help`.
 //!
-//! ## Errors
+//! Long operations draw a progress bar on standard error when it is a terminal, none
+//! when it is piped.
+//!
+//! ## Errors and signals
 //!
 //! A failure prints one line on standard error, `annals: <what was wrong>`, naming the
-//! field (and for input files the line and byte offset).
+//! field (and for input files the line and byte offset). SIGINT (Ctrl-C) or SIGTERM
+//! stops `export`, `import`, `secrets export|import`, `copy` and `pour` cleanly: a store
+//! frozen by `--maintenance-mode auto` is unfrozen, and the message says where to resume
+//! (`--cursor`, `--from-offset`, `--from-idx`, `--resume`); a second signal abandons the
+//! operation at once (still unfreezing the store). `tail` ends on either signal with
+//! exit code 0.
 //!
 //! Exit codes: 0 success; 1 usage or invalid input; 2 not found or conflict (unknown
 //! store or event, version conflict, duplicate id, frozen store, already (un)frozen,
 //! store already exists, incremental import conflict); 3 the server cannot be reached;
-//! 4 any other failure.
+//! 4 any other failure; 130 interrupted by SIGINT; 143 interrupted by SIGTERM.
 
 mod fields;
+mod interrupt;
 mod location;
 mod maintenance;
 mod pour;
@@ -90,6 +99,7 @@ use annals_core::{
 use annals_server::{Server, ServerConfig};
 
 use crate::fields::EventFields;
+use crate::interrupt::Interrupt;
 use crate::location::{IfMissing, Location, DEFAULT_SCHEMA};
 
 /// The store the CLI uses without `--store`; `annals serve` creates it.
@@ -101,16 +111,20 @@ const EXIT_HELP: &str = "Where the store is: --url (a server; the default), --da
 --json prints one JSON object per line; the fields of each verb are listed in its
 --help and in the crate documentation.
 
-Errors are one line on standard error.
+Errors are one line on standard error. SIGINT (Ctrl-C) or SIGTERM stops export,
+import, secrets, copy and pour cleanly (a store frozen by --maintenance-mode auto is
+unfrozen) and says where to resume; a second signal abandons the operation at once.
 
 Exit codes:
-  0  success
-  1  usage error or invalid input
-  2  not found or conflict (unknown store or event, version conflict, duplicate id,
-     frozen store, already frozen / not frozen, store already exists, incremental
-     import conflict)
-  3  the server cannot be reached
-  4  any other failure";
+  0    success (also tail ended by SIGINT or SIGTERM)
+  1    usage error or invalid input
+  2    not found or conflict (unknown store or event, version conflict, duplicate id,
+       frozen store, already frozen / not frozen, store already exists, incremental
+       import conflict)
+  3    the server cannot be reached
+  4    any other failure
+  130  interrupted by SIGINT: stopped cleanly, the message says where to resume
+  143  interrupted by SIGTERM: the same";
 
 /// Annals event store: run the server, or work on a store through one or directly.
 #[derive(Parser)]
@@ -228,8 +242,8 @@ enum Command {
     /// streams, one stream's events, every event of the store, or several stores merged.
     Pour(pour::PourArgs),
     /// Follow new events live (from the current head, or after `--after`); ends on
-    /// Ctrl-C. On a store opened directly it follows the store's own subscription
-    /// (with `--data`, only this process can write to it).
+    /// Ctrl-C or SIGTERM (exit code 0). On a store opened directly it follows the
+    /// store's own subscription (with `--data`, only this process can write to it).
     Tail {
         #[command(flatten)]
         filter: FilterArgs,
@@ -689,6 +703,9 @@ async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Resul
             count,
             json,
         } => {
+            // Installed before the subscription, so a signal during the catch-up ends it
+            // cleanly too.
+            let interrupt = Interrupt::install()?;
             let from = match after {
                 Some(p) => p,
                 None => store.describe().await?.head_position,
@@ -701,7 +718,7 @@ async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Resul
             while count.is_none_or(|c| seen < c) {
                 let next = tokio::select! {
                     next = live.next() => next,
-                    _ = tokio::signal::ctrl_c() => None,
+                    () = interrupt.requested() => None,
                 };
                 match next {
                     Some(Ok(e)) => {

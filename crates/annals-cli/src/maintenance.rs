@@ -1,22 +1,26 @@
 //! The data-maintenance verbs: `export`, `import` (also `--incremental`), `secrets
 //! export|import` and `copy`, on any [`Location`].
+//!
 //! On a terminal they draw a progress bar on standard error; piped, they draw none.
+//! SIGINT or SIGTERM stops them at a safe point (see [`crate::interrupt`]): the store is
+//! unfrozen (`--maintenance-mode auto`), the summary says where to resume, and the exit
+//! code is 130 (SIGINT) or 143 (SIGTERM).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::io::{AsyncSeekExt, AsyncWrite, BufReader};
-
-use std::collections::HashMap;
-
 use serde_json::value::RawValue;
 use serde_json::Value;
+use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use annals_core::{Cursor, Error, EventStore, OnConflict, StreamId};
+use annals_core::ndjson::LineReader;
+use annals_core::{Cursor, Error, ErrorKind, EventStore, OnConflict, StreamId};
 use annals_maintenance::{
     copy_with_progress, export_events, export_secrets, import_events, import_secrets, CopyOptions,
     ExportOptions, ImportOptions, ImportProgress, IncomingEvent, IncrementalImport,
@@ -24,11 +28,12 @@ use annals_maintenance::{
 };
 
 use crate::fields::EventFields;
+use crate::interrupt::{Interrupt, Signal};
 use crate::location::{IfMissing, Location};
 use crate::Failure;
 
 /// `auto` or `manual` on the command line.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Mode {
     /// Freeze the store for the duration (an import also empties it first).
     Auto,
@@ -121,6 +126,9 @@ pub(crate) enum SecretsAction {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Append to the output file (to continue an export with `--from-idx`).
+        #[arg(long, requires = "output")]
+        append: bool,
         /// `auto` freezes the store during the export.
         #[arg(long, value_enum, default_value = "manual")]
         maintenance_mode: Mode,
@@ -160,24 +168,20 @@ pub(crate) struct CopyArgs {
     batch_size: u64,
 }
 
-/// A `LOCATION[#STORE]` of `copy`.
-async fn open_spec(
-    spec: &str,
-    default_store: &str,
-    token: Option<&str>,
-    if_missing: IfMissing,
-) -> Result<Arc<dyn EventStore>, Failure> {
-    let (location, name) = match spec.rsplit_once('#') {
-        Some((l, n)) if !n.is_empty() => (l, n),
-        _ => (spec, default_store),
-    };
-    Location::parse(location, token)
-        .open(name, if_missing)
-        .await
+/// What a progress bar counts.
+#[derive(Clone, Copy)]
+pub(crate) enum Unit {
+    /// Events (the rate is events/s).
+    Events,
+    /// Secrets.
+    Secrets,
+    /// Bytes of the input (the message gives events/s).
+    Bytes,
 }
 
-/// A progress bar on standard error when it is a terminal; hidden otherwise.
-fn progress_bar(total: Option<u64>, unit: &str) -> ProgressBar {
+/// A progress bar on standard error when it is a terminal; hidden otherwise. With a
+/// known total it shows the rate and the time left.
+pub(crate) fn progress_bar(total: Option<u64>, unit: Unit) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -187,9 +191,12 @@ fn progress_bar(total: Option<u64>, unit: &str) -> ProgressBar {
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
     let template = match (total, unit) {
-        (Some(_), "bytes") => "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
-        (Some(_), _) => "{bar:40} {pos}/{len} events, {per_sec} ({eta} left)",
-        (None, _) => "{spinner} {pos} events, {per_sec} {msg}",
+        (Some(_), Unit::Bytes) => "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+        (Some(_), Unit::Events) => "{bar:40} {pos}/{len} events, {per_sec} ({eta} left)",
+        (Some(_), Unit::Secrets) => "{bar:40} {pos}/{len} secrets, {per_sec} ({eta} left)",
+        (None, Unit::Bytes) => "{spinner} {bytes} {msg}",
+        (None, Unit::Events) => "{spinner} {pos} events, {per_sec} {msg}",
+        (None, Unit::Secrets) => "{spinner} {pos} secrets, {per_sec} {msg}",
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
@@ -198,8 +205,67 @@ fn progress_bar(total: Option<u64>, unit: &str) -> ProgressBar {
     bar
 }
 
+/// `n events, r events/s` since `started`, for a bar's message.
+fn rate(n: u64, what: &str, started: Instant) -> String {
+    let per_sec = n as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    format!("{n} {what}, {per_sec:.0} {what}/s")
+}
+
 fn io(what: &str, e: std::io::Error) -> Failure {
     Failure::usage(format!("{what}: {e}"))
+}
+
+/// The failure of an operation a signal stopped at a safe point.
+fn interrupted(signal: Option<Signal>, what: String) -> Failure {
+    let signal = signal.unwrap_or(Signal::Interrupt);
+    Failure {
+        code: signal.exit_code(),
+        message: format!("interrupted by {}: {what}", signal.name()),
+    }
+}
+
+/// The failure of an operation a second signal abandoned; `settled` says what became of
+/// the freeze.
+fn abandoned(signal: Option<Signal>, settled: &str, what: &str) -> Failure {
+    let signal = signal.unwrap_or(Signal::Interrupt);
+    Failure {
+        code: signal.exit_code(),
+        message: format!(
+            "abandoned after a second signal ({}){settled}; {what}",
+            signal.name()
+        ),
+    }
+}
+
+/// After an operation in `--maintenance-mode auto` was abandoned (its future dropped):
+/// waits for the library's maintenance guard to unfreeze the store, and unfreezes it
+/// itself when the guard could not (the freeze was in flight when the future was
+/// dropped). Nothing when the store was frozen before the operation: that freeze is
+/// someone else's.
+async fn settle(store: &Arc<dyn EventStore>, mode: Mode, frozen_before: bool) -> String {
+    if mode == Mode::Manual || frozen_before {
+        return String::new();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.describe().await {
+            Ok(d) if !d.frozen => return "; the store is not frozen".to_owned(),
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            _ => break,
+        }
+    }
+    match store.unfreeze().await {
+        Ok(()) => "; the store was unfrozen".to_owned(),
+        Err(e) if e.kind() == ErrorKind::NotFrozen => "; the store is not frozen".to_owned(),
+        Err(e) => format!("; the store may still be frozen ({e}): run `annals unfreeze`"),
+    }
+}
+
+/// Whether the store was frozen before an operation in `mode` (only asked in `auto`).
+async fn frozen_before(store: &Arc<dyn EventStore>, mode: Mode) -> Result<bool, Failure> {
+    Ok(mode == Mode::Auto && store.describe().await?.frozen)
 }
 
 async fn output(
@@ -268,43 +334,121 @@ async fn input(
     }
 }
 
+/// Opens the store, runs `verb` on it, and closes it whatever the outcome.
+async fn with_store<F, Fut>(
+    location: &Location,
+    name: &str,
+    if_missing: IfMissing,
+    verb: F,
+) -> Result<(), Failure>
+where
+    F: FnOnce(Arc<dyn EventStore>) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
+    let store = location.open(name, if_missing).await?;
+    let result = verb(Arc::clone(&store)).await;
+    let _ = store.close().await;
+    result
+}
+
 /// `annals export`.
 pub(crate) async fn export(
     args: ExportArgs,
     location: &Location,
     name: &str,
 ) -> Result<(), Failure> {
-    let store = location.open(name, IfMissing::Fail).await?;
+    let interrupt = Interrupt::install()?;
+    with_store(location, name, IfMissing::Fail, |store| async move {
+        export_from(&store, args, &interrupt).await
+    })
+    .await
+}
+
+async fn export_from(
+    store: &Arc<dyn EventStore>,
+    args: ExportArgs,
+    interrupt: &Interrupt,
+) -> Result<(), Failure> {
     let after = match (&args.cursor, args.after) {
         (Some(c), _) => c.parse::<Cursor>()?.position(),
         (None, a) => a.unwrap_or(0),
     };
-    let head = store.describe().await?.head_position;
-    let total = head.saturating_sub(after);
-    let bar = progress_bar(Some(args.limit.map_or(total, |l| l.min(total))), "events");
-    let mut out = output(args.output.as_ref(), args.append).await?;
+    let before = store.describe().await?;
+    let total = before.head_position.saturating_sub(after);
+    let bar = progress_bar(
+        Some(args.limit.map_or(total, |l| l.min(total))),
+        Unit::Events,
+    );
+    let mut out = interrupt.writer(
+        output(args.output.as_ref(), args.append).await?,
+        bar.clone(),
+    );
     let options = ExportOptions {
         after,
         limit: args.limit,
         maintenance: args.maintenance_mode.into(),
         ..ExportOptions::default()
     };
-    let result = export_events(&store, &mut out, options, |r| bar.set_position(r.lines)).await;
+    // What the output holds: the cursor after its last page, lines, bytes.
+    let mut done = (Cursor::forward_after(after), 0u64, 0u64);
+    let outcome = interrupt
+        .unless_abandoned(export_events(store, &mut out, options, |r| {
+            done = (r.cursor, r.lines, r.bytes);
+        }))
+        .await;
     bar.finish_and_clear();
-    let _ = store.close().await;
-    let report = result?;
-    eprintln!(
-        "annals: exported {} event(s); cursor {} (position {}){}",
-        report.lines,
-        report.cursor,
-        report.cursor.position(),
-        if report.end {
-            "; reached the end".to_owned()
-        } else {
-            format!("; resume with --cursor {}", report.cursor)
+    match outcome {
+        Some(Ok(report)) => {
+            eprintln!(
+                "annals: exported {} event(s); cursor {} (position {}){}",
+                report.lines,
+                report.cursor,
+                report.cursor.position(),
+                if report.end {
+                    "; reached the end".to_owned()
+                } else {
+                    format!("; resume with --cursor {}", report.cursor)
+                }
+            );
+            Ok(())
         }
-    );
-    Ok(())
+        Some(Err(e)) => {
+            // The output holds whole pages (the writer takes each page whole): keep them,
+            // so the cursor after the last one is where to resume.
+            let flushed = out.flush().await;
+            let (cursor, lines, _) = done;
+            if out.refused() && flushed.is_ok() {
+                return Err(interrupted(
+                    interrupt.signal(),
+                    format!(
+                        "exported {lines} event(s); resume with --cursor {cursor}{}",
+                        if args.output.is_some() {
+                            " --append"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            let mut failure = Failure::from(e);
+            if flushed.is_ok() {
+                failure.message = format!(
+                    "{}; {lines} event(s) exported before it; resume with --cursor {cursor}",
+                    failure.message
+                );
+            }
+            Err(failure)
+        }
+        None => {
+            let settled = settle(store, args.maintenance_mode, before.frozen).await;
+            Err(abandoned(
+                interrupt.signal(),
+                &settled,
+                "the output may end in a partial line: every line carries its position, \
+                 resume with --after the position of the last complete one",
+            ))
+        }
+    }
 }
 
 /// `annals import`.
@@ -313,13 +457,27 @@ pub(crate) async fn import(
     location: &Location,
     name: &str,
 ) -> Result<(), Failure> {
-    let store = location.open(name, IfMissing::Create).await?;
-    if args.incremental {
-        return import_incremental(&store, args.file.as_ref()).await;
-    }
+    let interrupt = Interrupt::install()?;
+    with_store(location, name, IfMissing::Create, |store| async move {
+        if args.incremental {
+            import_incremental(&store, &args, &interrupt).await
+        } else {
+            import_into(&store, &args, &interrupt).await
+        }
+    })
+    .await
+}
+
+async fn import_into(
+    store: &Arc<dyn EventStore>,
+    args: &ImportArgs,
+    interrupt: &Interrupt,
+) -> Result<(), Failure> {
+    let frozen_before = frozen_before(store, args.maintenance_mode).await?;
     let (reader, size) = input(args.file.as_ref(), args.from_offset).await?;
-    let bar = progress_bar(size, "bytes");
+    let bar = progress_bar(size, Unit::Bytes);
     bar.set_position(args.from_offset);
+    let mut reader = interrupt.reader(reader, bar.clone());
     let options = ImportOptions {
         from_offset: args.from_offset,
         batch_size: args.batch_size,
@@ -327,22 +485,27 @@ pub(crate) async fn import(
         maintenance: args.maintenance_mode.into(),
         ..ImportOptions::default()
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut last = ImportProgress {
         byte_offset: args.from_offset,
         ..ImportProgress::default()
     };
-    let result = import_events(&store, reader, options, |p| {
-        last = *p;
-        bar.set_position(p.byte_offset);
-        let rate = p.imported as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        bar.set_message(format!("{} events, {rate:.0} events/s", p.imported));
-    })
-    .await;
+    let outcome = interrupt
+        .unless_abandoned(import_events(store, &mut reader, options, |p| {
+            last = *p;
+            bar.set_message(rate(p.imported, "events", started));
+        }))
+        .await;
     bar.finish_and_clear();
-    let _ = store.close().await;
-    match result {
-        Ok(done) => {
+    match outcome {
+        Some(Ok(done)) if reader.was_cut() => Err(interrupted(
+            interrupt.signal(),
+            format!(
+                "imported {} event(s), skipped {}; resume with --from-offset {}",
+                done.imported, done.skipped, done.byte_offset
+            ),
+        )),
+        Some(Ok(done)) => {
             println!(
                 "imported {} event(s), skipped {}; byte offset {}{}",
                 done.imported,
@@ -359,13 +522,25 @@ pub(crate) async fn import(
             );
             Ok(())
         }
-        Err(e) => {
+        Some(Err(e)) => {
             let mut failure = Failure::from(name_the_field(e, args.file.as_ref()));
             failure.message = format!(
                 "{}; {} event(s) imported before it; resume with --from-offset {}",
                 failure.message, last.imported, last.byte_offset
             );
             Err(failure)
+        }
+        None => {
+            let settled = settle(store, args.maintenance_mode, frozen_before).await;
+            Err(abandoned(
+                interrupt.signal(),
+                &settled,
+                &format!(
+                    "the batch in flight may or may not be stored: resume with --from-offset {} \
+                     --on-conflict skip",
+                    last.byte_offset
+                ),
+            ))
         }
     }
 }
@@ -475,24 +650,57 @@ fn at_staged_line(error: Error, prefix: &str, places: &[String]) -> Failure {
 
 async fn import_incremental(
     store: &Arc<dyn EventStore>,
-    file: Option<&PathBuf>,
+    args: &ImportArgs,
+    interrupt: &Interrupt,
 ) -> Result<(), Failure> {
-    let (reader, _) = input(file, 0).await?;
-    let mut lines = annals_core::ndjson::LineReader::new(reader).accept_unterminated(true);
+    let (reader, size) = input(args.file.as_ref(), 0).await?;
+    let bar = progress_bar(size, Unit::Bytes);
+    let mut reader = interrupt.reader(reader, bar.clone());
+    let mut lines = LineReader::new(&mut reader).accept_unterminated(true);
     let mut import = IncrementalImport::begin(store);
     // Where each staged event came from, for the errors of the commit.
     let mut places = Vec::new();
-    while let Some(line) = lines.next_line().await? {
+    let started = Instant::now();
+    let nothing = "nothing was imported (an incremental import stores all its events or none): \
+                   run it again";
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => return Err(e.into()),
+        };
+        // A signal cuts the input, maybe inside a line: that line is not an error.
+        if interrupt.signal().is_some() {
+            return Err(interrupted(interrupt.signal(), nothing.to_owned()));
+        }
         let place = format!("line {} (byte offset {})", line.number, line.offset);
         let event = incoming_event(&place, line.bytes)?;
         places.push(place);
         import
             .push(vec![event])
             .map_err(|e| at_staged_line(e, "events", &places))?;
+        if places.len() % 1024 == 0 {
+            bar.set_message(rate(places.len() as u64, "events", started));
+        }
     }
-    let outcome = import.commit().await;
-    let _ = store.close().await;
-    let outcome = outcome.map_err(|e| at_staged_line(e, "staged", &places))?;
+    drop(lines);
+    if reader.was_cut() {
+        return Err(interrupted(interrupt.signal(), nothing.to_owned()));
+    }
+    bar.set_message(format!("committing {} event(s)", places.len()));
+    let outcome = interrupt.unless_abandoned(import.commit()).await;
+    bar.finish_and_clear();
+    let outcome = match outcome {
+        Some(result) => result.map_err(|e| at_staged_line(e, "staged", &places))?,
+        None => {
+            return Err(abandoned(
+                interrupt.signal(),
+                "",
+                "the commit may or may not be stored: run the import again (events already \
+                 stored are skipped)",
+            ))
+        }
+    };
     println!(
         "imported {} event(s) incrementally, skipped {} already stored; head position {}",
         outcome.imported, outcome.skipped, outcome.head_position
@@ -506,21 +714,69 @@ pub(crate) async fn secrets(
     location: &Location,
     name: &str,
 ) -> Result<(), Failure> {
+    let interrupt = Interrupt::install()?;
     match action {
         SecretsAction::Export {
             from_idx,
             output: path,
+            append,
             maintenance_mode,
         } => {
-            let store = location.open(name, IfMissing::Fail).await?;
-            let mut out = output(path.as_ref(), false).await?;
-            let report = export_secrets(&store, &mut out, from_idx, maintenance_mode.into()).await;
-            let _ = store.close().await;
-            let report = report?;
-            eprintln!(
-                "annals: exported {} secret(s) ({} deleted); next idx {}",
-                report.lines, report.tombstones, report.next_idx
-            );
+            with_store(location, name, IfMissing::Fail, |store| async move {
+                let before = store.describe().await?;
+                let bar = progress_bar(
+                    (from_idx == 0).then_some(before.secret_count),
+                    Unit::Secrets,
+                );
+                let mut out = interrupt.writer(output(path.as_ref(), append).await?, bar.clone());
+                let outcome = interrupt
+                    .unless_abandoned(export_secrets(
+                        &store,
+                        &mut out,
+                        from_idx,
+                        maintenance_mode.into(),
+                    ))
+                    .await;
+                bar.finish_and_clear();
+                match outcome {
+                    Some(Ok(report)) => {
+                        eprintln!(
+                            "annals: exported {} secret(s) ({} deleted); next idx {}",
+                            report.lines, report.tombstones, report.next_idx
+                        );
+                        Ok(())
+                    }
+                    Some(Err(e)) => {
+                        let flushed = out.flush().await;
+                        // The last line written names the idx to go on from.
+                        let next = serde_json::from_slice::<Value>(out.last_line())
+                            .ok()
+                            .and_then(|v| v["idx"].as_u64())
+                            .map_or(from_idx, |idx| idx + 1);
+                        if out.refused() && flushed.is_ok() {
+                            return Err(interrupted(
+                                interrupt.signal(),
+                                format!(
+                                    "exported {} secret(s); resume with --from-idx {next}{}",
+                                    out.lines(),
+                                    if path.is_some() { " --append" } else { "" }
+                                ),
+                            ));
+                        }
+                        Err(e.into())
+                    }
+                    None => {
+                        let settled = settle(&store, maintenance_mode, before.frozen).await;
+                        Err(abandoned(
+                            interrupt.signal(),
+                            &settled,
+                            "the output may end in a partial line: resume with --from-idx one \
+                             past the idx of its last complete line",
+                        ))
+                    }
+                }
+            })
+            .await
         }
         SecretsAction::Import {
             file,
@@ -528,24 +784,70 @@ pub(crate) async fn secrets(
             on_conflict,
             maintenance_mode,
         } => {
-            let store = location.open(name, IfMissing::Create).await?;
-            let (reader, _) = input(file.as_ref(), from_offset).await?;
-            let options = SecretsImportOptions {
-                from_offset,
-                on_conflict: on_conflict.into(),
-                maintenance: maintenance_mode.into(),
-                ..SecretsImportOptions::default()
-            };
-            let done = import_secrets(&store, reader, options).await;
-            let _ = store.close().await;
-            let done = done.map_err(|e| name_the_field(e, file.as_ref()))?;
-            println!(
-                "imported {} secret(s), skipped {}; byte offset {}",
-                done.imported, done.skipped, done.byte_offset
-            );
+            with_store(location, name, IfMissing::Create, |store| async move {
+                let frozen_before = frozen_before(&store, maintenance_mode).await?;
+                let (reader, size) = input(file.as_ref(), from_offset).await?;
+                let bar = progress_bar(size, Unit::Bytes);
+                bar.set_position(from_offset);
+                let mut reader = interrupt.reader(reader, bar.clone());
+                let options = SecretsImportOptions {
+                    from_offset,
+                    on_conflict: on_conflict.into(),
+                    maintenance: maintenance_mode.into(),
+                    ..SecretsImportOptions::default()
+                };
+                let outcome = interrupt
+                    .unless_abandoned(import_secrets(&store, &mut reader, options))
+                    .await;
+                bar.finish_and_clear();
+                let done = match outcome {
+                    Some(result) => result.map_err(|e| name_the_field(e, file.as_ref()))?,
+                    None => {
+                        let settled = settle(&store, maintenance_mode, frozen_before).await;
+                        return Err(abandoned(
+                            interrupt.signal(),
+                            &settled,
+                            "the batch in flight may or may not be stored: import again with \
+                             --on-conflict skip",
+                        ));
+                    }
+                };
+                let cut = reader.was_cut();
+                let signal = if cut { interrupt.signal() } else { None };
+                if cut {
+                    return Err(interrupted(
+                        signal,
+                        format!(
+                            "imported {} secret(s), skipped {}; resume with --from-offset {}",
+                            done.imported, done.skipped, done.byte_offset
+                        ),
+                    ));
+                }
+                println!(
+                    "imported {} secret(s), skipped {}; byte offset {}",
+                    done.imported, done.skipped, done.byte_offset
+                );
+                Ok(())
+            })
+            .await
         }
     }
-    Ok(())
+}
+
+/// A `LOCATION[#STORE]` of `copy`.
+async fn open_spec(
+    spec: &str,
+    default_store: &str,
+    token: Option<&str>,
+    if_missing: IfMissing,
+) -> Result<Arc<dyn EventStore>, Failure> {
+    let (location, name) = match spec.rsplit_once('#') {
+        Some((l, n)) if !n.is_empty() => (l, n),
+        _ => (spec, default_store),
+    };
+    Location::parse(location, token)
+        .open(name, if_missing)
+        .await
 }
 
 /// `annals copy`.
@@ -554,6 +856,7 @@ pub(crate) async fn copy(
     default_store: &str,
     token: Option<&str>,
 ) -> Result<(), Failure> {
+    let interrupt = Interrupt::install()?;
     let from = open_spec(&args.from, default_store, token, IfMissing::Fail).await?;
     let to = match open_spec(&args.to, default_store, token, IfMissing::Create).await {
         Ok(to) => to,
@@ -562,17 +865,46 @@ pub(crate) async fn copy(
             return Err(e);
         }
     };
-    let total = from.describe().await?.event_count;
-    let bar = progress_bar(Some(total), "events");
+    let result = copy_between(&from, &to, &args, &interrupt).await;
+    let _ = from.close().await;
+    let _ = to.close().await;
+    result
+}
+
+async fn copy_between(
+    from: &Arc<dyn EventStore>,
+    to: &Arc<dyn EventStore>,
+    args: &CopyArgs,
+    interrupt: &Interrupt,
+) -> Result<(), Failure> {
+    let before = from.describe().await?;
+    let bar = progress_bar(Some(before.event_count), Unit::Events);
     let options = CopyOptions {
         maintenance: args.maintenance_mode.into(),
         batch_size: args.batch_size,
         ..CopyOptions::default()
     };
-    let result = copy_with_progress(&from, &to, options, |n| bar.set_position(n)).await;
+    let mut copied = 0;
+    // A copy cannot resume (its target must be empty), so it has no safe point to stop
+    // at: the first signal abandons it.
+    let outcome = tokio::select! {
+        r = copy_with_progress(from, to, options, |n| {
+            copied = n;
+            bar.set_position(n);
+        }) => Some(r),
+        () = interrupt.requested() => None,
+    };
     bar.finish_and_clear();
-    let _ = from.close().await;
-    let _ = to.close().await;
+    let Some(result) = outcome else {
+        let settled = settle(from, args.maintenance_mode, before.frozen).await;
+        return Err(interrupted(
+            interrupt.signal(),
+            format!(
+                "the copy stopped after {copied} event(s){settled}; the target holds a partial \
+                 copy: empty it (or pick a new one) and copy again"
+            ),
+        ));
+    };
     let report = result?;
     println!(
         "copied {} event(s), {} stream snapshot(s), {} keyed snapshot(s), {} secret(s)",

@@ -12,11 +12,11 @@
 //! A progress bar shows on a terminal (standard error), none when it is piped. The
 //! summary (human, or one JSON object with `--json`) goes to standard output, or to
 //! standard error with `--channel memory`, whose messages own standard output. Ctrl-C
-//! stops after the batch in flight; the summary then gives the `--resume` token that
-//! continues the pour, as does the error of a failed pour.
+//! (or SIGTERM) stops after the batch in flight; the summary then gives the `--resume`
+//! token that continues the pour, as does the error of a failed pour, and the exit code
+//! is 130 (143 after SIGTERM).
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use annals_channels::pour::{
 use annals_channels::{Message, MessageChannel};
 use annals_core::{Error, EventStore, StreamId, StreamPageToken, Timestamp};
 
+use crate::interrupt::{Interrupt, Signal};
 use crate::location::{IfMissing, Location};
 use crate::Failure;
 
@@ -188,9 +189,10 @@ impl MessageChannel for StdoutChannel {
 
 /// Runs `annals pour …` on the store `store_name` of `location`.
 pub async fn run(location: &Location, store_name: &str, args: PourArgs) -> Result<(), Failure> {
+    let interrupt = Interrupt::install()?;
     let connected = location.connect().await?;
     let mut opened: Vec<Arc<dyn EventStore>> = Vec::new();
-    let result = pour(&connected, &mut opened, store_name, args).await;
+    let result = pour(&connected, &mut opened, store_name, args, &interrupt).await;
     for store in opened {
         let _ = store.close().await;
     }
@@ -202,6 +204,7 @@ async fn pour(
     opened: &mut Vec<Arc<dyn EventStore>>,
     store_name: &str,
     args: PourArgs,
+    interrupt: &Interrupt,
 ) -> Result<(), Failure> {
     let to_stdout = args.channel == "memory";
     let channel: Box<dyn MessageChannel> = if to_stdout {
@@ -222,15 +225,7 @@ async fn pour(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
-            }
-        });
-    }
+    let stop = interrupt.flag();
     let progress_bar = bar.clone();
     let options = PourOptions {
         rate_limit: args.rate,
@@ -249,6 +244,7 @@ async fn pour(
         to_stderr: to_stdout,
         channel: channel.name(),
         bar: &bar,
+        interrupt,
     };
 
     match args.verb {
@@ -412,6 +408,7 @@ struct Summary<'a> {
     to_stderr: bool,
     channel: &'static str,
     bar: &'a indicatif::ProgressBar,
+    interrupt: &'a Interrupt,
 }
 
 impl Summary<'_> {
@@ -455,10 +452,19 @@ impl Summary<'_> {
         }
         match error {
             None if finished => Ok(()),
-            None => Err(Failure {
-                code: 4,
-                message: "the pour was stopped before the end".to_owned(),
-            }),
+            None => {
+                let signal = self.interrupt.signal().unwrap_or(Signal::Interrupt);
+                Err(Failure {
+                    code: signal.exit_code(),
+                    message: format!(
+                        "interrupted by {}: the pour stopped after the batch in flight{}",
+                        signal.name(),
+                        resume
+                            .map(|t| format!("; continue with --resume {t}"))
+                            .unwrap_or_default()
+                    ),
+                })
+            }
             Some(e) => {
                 let mut f = Failure::from(e);
                 if let Some(token) = resume {
