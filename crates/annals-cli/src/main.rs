@@ -54,10 +54,23 @@
 //! - `secret get`: `idx`, `id`, `secret` (null once erased). `secret set`: `idx`, `id`,
 //!   and with `--events` also `eventCount`, `commitId`, `headPosition`. `secret rm`:
 //!   `id`, `deleted` (true).
+//! - `export`: `events`, `bytes`, `cursor`, `position`, `end`, `headPosition` (on
+//!   standard output with `--output`, else on standard error after the events).
+//! - `import`: `imported`, `skipped`, `byteOffset`, `nextLine`, `unterminated`,
+//!   `headPosition`, `end`; `import --incremental`: `imported`, `skipped`,
+//!   `headPosition`.
+//! - `secrets export`: `secrets`, `tombstones`, `nextIdx` (placed as for `export`).
+//!   `secrets import`: `imported`, `skipped`, `byteOffset`, `nextLine`, `unterminated`,
+//!   `end`.
+//! - `copy`: `events`, `streamSnapshots`, `keyedSnapshots`, `secrets`, `verified`,
+//!   `source` and `target` (checksums: `events`, `eventsSha256`, `secrets`,
+//!   `secretsSha256`, `keyedSnapshots`, `keyedSnapshotsSha256`, `streamSnapshots`,
+//!   `streamSnapshotsSha256`).
 //! - `pour`: see `annals pour --help`.
 //!
-//! Long operations draw a progress bar on standard error when it is a terminal, none
-//! when it is piped.
+//! The summaries of `export`, `import` and `secrets` stopped by a signal also carry
+//! `interrupted` (`"SIGINT"` or `"SIGTERM"`). Long operations draw a progress bar on
+//! standard error when it is a terminal, none when it is piped.
 //!
 //! ## Errors and signals
 //!

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use annals_core::ndjson::LineReader;
 use annals_core::{Cursor, Error, ErrorKind, EventStore, OnConflict, StreamId};
 use annals_maintenance::{
-    copy_with_progress, export_events, export_secrets, import_events, import_secrets, CopyOptions,
-    ExportOptions, ImportOptions, ImportProgress, IncomingEvent, IncrementalImport,
+    copy_with_progress, export_events, export_secrets, import_events, import_secrets, Checksum,
+    CopyOptions, ExportOptions, ImportOptions, ImportProgress, IncomingEvent, IncrementalImport,
     MaintenanceMode, SecretsImportOptions,
 };
 
@@ -89,6 +89,11 @@ pub(crate) struct ExportArgs {
     /// `auto` freezes the store during the export.
     #[arg(long, value_enum, default_value = "manual")]
     maintenance_mode: Mode,
+    /// Print the summary as one JSON object (on standard output with `--output`, else on
+    /// standard error): {"events", "bytes", "cursor", "position", "end",
+    /// "headPosition"}, and "interrupted" ("SIGINT"/"SIGTERM") when a signal stopped it.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `annals import`.
@@ -113,6 +118,11 @@ pub(crate) struct ImportArgs {
     /// stored event, each stream getting its next versions.
     #[arg(long, conflicts_with_all = ["from_offset", "maintenance_mode"])]
     incremental: bool,
+    /// Print the summary as one JSON object: {"imported", "skipped", "byteOffset",
+    /// "nextLine", "unterminated", "headPosition", "end"}, and "interrupted" when a
+    /// signal stopped it; with `--incremental`: {"imported", "skipped", "headPosition"}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `annals secrets`.
@@ -132,6 +142,11 @@ pub(crate) enum SecretsAction {
         /// `auto` freezes the store during the export.
         #[arg(long, value_enum, default_value = "manual")]
         maintenance_mode: Mode,
+        /// Print the summary as one JSON object (on standard output with `--output`,
+        /// else on standard error): {"secrets", "tombstones", "nextIdx"}, and
+        /// "interrupted" when a signal stopped it.
+        #[arg(long)]
+        json: bool,
     },
     /// Read NDJSON secrets, keeping their idx.
     Import {
@@ -146,6 +161,10 @@ pub(crate) enum SecretsAction {
         /// `auto` freezes the store and deletes its secrets first.
         #[arg(long, value_enum, default_value = "manual")]
         maintenance_mode: Mode,
+        /// Print the summary as one JSON object: {"imported", "skipped", "byteOffset",
+        /// "nextLine", "unterminated", "end"}, and "interrupted" when a signal stopped it.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -166,6 +185,13 @@ pub(crate) struct CopyArgs {
     /// Events per batch.
     #[arg(long, default_value_t = 10_000)]
     batch_size: u64,
+    /// Print the summary as one JSON object: {"events", "streamSnapshots",
+    /// "keyedSnapshots", "secrets", "verified", "source", "target"}; source and target
+    /// are checksums {"events", "eventsSha256", "secrets", "secretsSha256",
+    /// "keyedSnapshots", "keyedSnapshotsSha256", "streamSnapshots",
+    /// "streamSnapshotsSha256"}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What a progress bar counts.
@@ -213,6 +239,15 @@ fn rate(n: u64, what: &str, started: Instant) -> String {
 
 fn io(what: &str, e: std::io::Error) -> Failure {
     Failure::usage(format!("{what}: {e}"))
+}
+
+/// Prints a summary line on standard error or standard output.
+fn emit(to_stderr: bool, line: &str) {
+    if to_stderr {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
 }
 
 /// The failure of an operation a signal stopped at a safe point.
@@ -397,19 +432,47 @@ async fn export_from(
         }))
         .await;
     bar.finish_and_clear();
+    // The summary goes where the events do not.
+    let summary_to_stderr = args.output.is_none();
+    let summary = |(cursor, lines, bytes): (Cursor, u64, u64),
+                   end: bool,
+                   head: u64,
+                   signal: Option<Signal>| {
+        let mut v = json!({
+            "events": lines,
+            "bytes": bytes,
+            "cursor": cursor.to_string(),
+            "position": cursor.position(),
+            "end": end,
+            "headPosition": head,
+        });
+        if let (Some(s), Some(o)) = (signal, v.as_object_mut()) {
+            o.insert("interrupted".into(), s.name().into());
+        }
+        emit(summary_to_stderr, &v.to_string());
+    };
     match outcome {
         Some(Ok(report)) => {
-            eprintln!(
-                "annals: exported {} event(s); cursor {} (position {}){}",
-                report.lines,
-                report.cursor,
-                report.cursor.position(),
-                if report.end {
-                    "; reached the end".to_owned()
-                } else {
-                    format!("; resume with --cursor {}", report.cursor)
-                }
-            );
+            if args.json {
+                summary(
+                    (report.cursor, report.lines, report.bytes),
+                    report.end,
+                    report.head_position,
+                    None,
+                );
+            } else {
+                eprintln!(
+                    "annals: exported {} event(s); cursor {} (position {}){}",
+                    report.lines,
+                    report.cursor,
+                    report.cursor.position(),
+                    if report.end {
+                        "; reached the end".to_owned()
+                    } else {
+                        format!("; resume with --cursor {}", report.cursor)
+                    }
+                );
+            }
             Ok(())
         }
         Some(Err(e)) => {
@@ -418,6 +481,9 @@ async fn export_from(
             let flushed = out.flush().await;
             let (cursor, lines, _) = done;
             if out.refused() && flushed.is_ok() {
+                if args.json {
+                    summary(done, false, before.head_position, interrupt.signal());
+                }
                 return Err(interrupted(
                     interrupt.signal(),
                     format!(
@@ -468,6 +534,22 @@ pub(crate) async fn import(
     .await
 }
 
+fn import_json(p: &ImportProgress, end: bool, signal: Option<Signal>) -> Value {
+    let mut v = json!({
+        "imported": p.imported,
+        "skipped": p.skipped,
+        "byteOffset": p.byte_offset,
+        "nextLine": p.next_line,
+        "unterminated": p.unterminated,
+        "headPosition": p.head_position,
+        "end": end,
+    });
+    if let (Some(s), Some(o)) = (signal, v.as_object_mut()) {
+        o.insert("interrupted".into(), s.name().into());
+    }
+    v
+}
+
 async fn import_into(
     store: &Arc<dyn EventStore>,
     args: &ImportArgs,
@@ -498,28 +580,37 @@ async fn import_into(
         .await;
     bar.finish_and_clear();
     match outcome {
-        Some(Ok(done)) if reader.was_cut() => Err(interrupted(
-            interrupt.signal(),
-            format!(
-                "imported {} event(s), skipped {}; resume with --from-offset {}",
-                done.imported, done.skipped, done.byte_offset
-            ),
-        )),
+        Some(Ok(done)) if reader.was_cut() => {
+            if args.json {
+                println!("{}", import_json(&done, false, interrupt.signal()));
+            }
+            Err(interrupted(
+                interrupt.signal(),
+                format!(
+                    "imported {} event(s), skipped {}; resume with --from-offset {}",
+                    done.imported, done.skipped, done.byte_offset
+                ),
+            ))
+        }
         Some(Ok(done)) => {
-            println!(
-                "imported {} event(s), skipped {}; byte offset {}{}",
-                done.imported,
-                done.skipped,
-                done.byte_offset,
-                if done.unterminated > 0 {
-                    format!(
-                        " ({} bytes of an unterminated last line left; resume with --from-offset {})",
-                        done.unterminated, done.byte_offset
-                    )
-                } else {
-                    " (end of input)".to_owned()
-                }
-            );
+            if args.json {
+                println!("{}", import_json(&done, done.unterminated == 0, None));
+            } else {
+                println!(
+                    "imported {} event(s), skipped {}; byte offset {}{}",
+                    done.imported,
+                    done.skipped,
+                    done.byte_offset,
+                    if done.unterminated > 0 {
+                        format!(
+                            " ({} bytes of an unterminated last line left; resume with --from-offset {})",
+                            done.unterminated, done.byte_offset
+                        )
+                    } else {
+                        " (end of input)".to_owned()
+                    }
+                );
+            }
             Ok(())
         }
         Some(Err(e)) => {
@@ -701,10 +792,19 @@ async fn import_incremental(
             ))
         }
     };
-    println!(
-        "imported {} event(s) incrementally, skipped {} already stored; head position {}",
-        outcome.imported, outcome.skipped, outcome.head_position
-    );
+    if args.json {
+        let v = json!({
+            "imported": outcome.imported,
+            "skipped": outcome.skipped,
+            "headPosition": outcome.head_position,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "imported {} event(s) incrementally, skipped {} already stored; head position {}",
+            outcome.imported, outcome.skipped, outcome.head_position
+        );
+    }
     Ok(())
 }
 
@@ -721,6 +821,7 @@ pub(crate) async fn secrets(
             output: path,
             append,
             maintenance_mode,
+            json,
         } => {
             with_store(location, name, IfMissing::Fail, |store| async move {
                 let before = store.describe().await?;
@@ -738,12 +839,29 @@ pub(crate) async fn secrets(
                     ))
                     .await;
                 bar.finish_and_clear();
+                let to_stderr = path.is_none();
+                let summary = |lines: u64,
+                               tombstones: Option<u64>,
+                               next: u64,
+                               signal: Option<Signal>| {
+                    if json {
+                        let mut v =
+                            json!({"secrets": lines, "tombstones": tombstones, "nextIdx": next});
+                        if let (Some(s), Some(o)) = (signal, v.as_object_mut()) {
+                            o.insert("interrupted".into(), s.name().into());
+                        }
+                        emit(to_stderr, &v.to_string());
+                    }
+                };
                 match outcome {
                     Some(Ok(report)) => {
-                        eprintln!(
-                            "annals: exported {} secret(s) ({} deleted); next idx {}",
-                            report.lines, report.tombstones, report.next_idx
-                        );
+                        summary(report.lines, Some(report.tombstones), report.next_idx, None);
+                        if !json {
+                            eprintln!(
+                                "annals: exported {} secret(s) ({} deleted); next idx {}",
+                                report.lines, report.tombstones, report.next_idx
+                            );
+                        }
                         Ok(())
                     }
                     Some(Err(e)) => {
@@ -754,6 +872,7 @@ pub(crate) async fn secrets(
                             .and_then(|v| v["idx"].as_u64())
                             .map_or(from_idx, |idx| idx + 1);
                         if out.refused() && flushed.is_ok() {
+                            summary(out.lines(), None, next, interrupt.signal());
                             return Err(interrupted(
                                 interrupt.signal(),
                                 format!(
@@ -783,6 +902,7 @@ pub(crate) async fn secrets(
             from_offset,
             on_conflict,
             maintenance_mode,
+            json,
         } => {
             with_store(location, name, IfMissing::Create, |store| async move {
                 let frozen_before = frozen_before(&store, maintenance_mode).await?;
@@ -814,6 +934,20 @@ pub(crate) async fn secrets(
                 };
                 let cut = reader.was_cut();
                 let signal = if cut { interrupt.signal() } else { None };
+                if json {
+                    let mut v = json!({
+                        "imported": done.imported,
+                        "skipped": done.skipped,
+                        "byteOffset": done.byte_offset,
+                        "nextLine": done.next_line,
+                        "unterminated": done.unterminated,
+                        "end": !cut && done.unterminated == 0,
+                    });
+                    if let (Some(s), Some(o)) = (signal, v.as_object_mut()) {
+                        o.insert("interrupted".into(), s.name().into());
+                    }
+                    println!("{v}");
+                }
                 if cut {
                     return Err(interrupted(
                         signal,
@@ -823,10 +957,12 @@ pub(crate) async fn secrets(
                         ),
                     ));
                 }
-                println!(
-                    "imported {} secret(s), skipped {}; byte offset {}",
-                    done.imported, done.skipped, done.byte_offset
-                );
+                if !json {
+                    println!(
+                        "imported {} secret(s), skipped {}; byte offset {}",
+                        done.imported, done.skipped, done.byte_offset
+                    );
+                }
                 Ok(())
             })
             .await
@@ -848,6 +984,19 @@ async fn open_spec(
     Location::parse(location, token)
         .open(name, if_missing)
         .await
+}
+
+fn checksum_json(c: &Checksum) -> Value {
+    json!({
+        "events": c.events,
+        "eventsSha256": c.events_sha256,
+        "secrets": c.secrets,
+        "secretsSha256": c.secrets_sha256,
+        "keyedSnapshots": c.keyed_snapshots,
+        "keyedSnapshotsSha256": c.keyed_snapshots_sha256,
+        "streamSnapshots": c.stream_snapshots,
+        "streamSnapshotsSha256": c.stream_snapshots_sha256,
+    })
 }
 
 /// `annals copy`.
@@ -906,12 +1055,25 @@ async fn copy_between(
         ));
     };
     let report = result?;
-    println!(
-        "copied {} event(s), {} stream snapshot(s), {} keyed snapshot(s), {} secret(s)",
-        report.events, report.stream_snapshots, report.keyed_snapshots, report.secrets
-    );
-    println!("source: {}", report.source);
-    println!("target: {}", report.target);
-    println!("verified: {}", if report.verified() { "yes" } else { "NO" });
+    if args.json {
+        let v = json!({
+            "events": report.events,
+            "streamSnapshots": report.stream_snapshots,
+            "keyedSnapshots": report.keyed_snapshots,
+            "secrets": report.secrets,
+            "verified": report.verified(),
+            "source": checksum_json(&report.source),
+            "target": checksum_json(&report.target),
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "copied {} event(s), {} stream snapshot(s), {} keyed snapshot(s), {} secret(s)",
+            report.events, report.stream_snapshots, report.keyed_snapshots, report.secrets
+        );
+        println!("source: {}", report.source);
+        println!("target: {}", report.target);
+        println!("verified: {}", if report.verified() { "yes" } else { "NO" });
+    }
     Ok(())
 }

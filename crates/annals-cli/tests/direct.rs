@@ -313,6 +313,126 @@ fn signal(pid: u32, name: &str) {
 }
 
 #[test]
+fn maintenance_summaries_are_json_lines_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(annals(data, "src").arg("create"));
+    ok(annals(data, "src").args([
+        "append",
+        r#"[{"aggregateId":"a","type":"T","timestamp":"2030-01-01T00:00:01Z"},
+            {"aggregateId":"b","type":"T","timestamp":"2030-01-01T00:00:02Z"}]"#,
+    ]));
+    ok(annals(data, "src").args(["secret", "set", "user-1", "k1"]));
+    ok(annals(data, "src").args(["snapshot", "put", "p", "{}"]));
+
+    // To a file: the summary is on standard output.
+    let file = data.join("events.ndjson");
+    let (out, err) = ok(annals(data, "src")
+        .args(["export", "--json", "--output"])
+        .arg(&file));
+    assert_eq!(err, "");
+    let s = one_json(&out);
+    assert_eq!(
+        (&s["events"], &s["position"], &s["end"]),
+        (&Value::from(2), &Value::from(2), &Value::from(true))
+    );
+    assert!(
+        s["cursor"].is_string() && s["bytes"].as_u64() > Some(0),
+        "{s}"
+    );
+    // To standard output: the events there, the summary on standard error.
+    let (out, err) = ok(annals(data, "src").args(["export", "--json", "--limit", "1"]));
+    assert_eq!(json_lines(&out).len(), 1);
+    let s = one_json(&err);
+    assert_eq!(
+        (&s["events"], &s["end"]),
+        (&Value::from(1), &Value::from(false))
+    );
+
+    let s = one_json(&ok(annals(data, "dst").args(["import", "--json"]).arg(&file)).0);
+    assert_eq!(
+        (&s["imported"], &s["skipped"], &s["end"], &s["headPosition"]),
+        (
+            &Value::from(2),
+            &Value::from(0),
+            &Value::from(true),
+            &Value::from(2)
+        )
+    );
+    assert_eq!(
+        s["byteOffset"].as_u64(),
+        Some(std::fs::metadata(&file).unwrap().len())
+    );
+
+    let inc = data.join("inc.ndjson");
+    std::fs::write(
+        &inc,
+        "{\"aggregateId\":\"c\",\"type\":\"T\",\"timestamp\":\"2030-01-01T00:00:03Z\"}\n",
+    )
+    .unwrap();
+    let s = one_json(
+        &ok(annals(data, "dst")
+            .args(["import", "--incremental", "--json"])
+            .arg(&inc))
+        .0,
+    );
+    assert_eq!(
+        s,
+        serde_json::json!({"imported": 1, "skipped": 0, "headPosition": 3})
+    );
+
+    let secrets = data.join("secrets.ndjson");
+    let s = one_json(
+        &ok(annals(data, "src")
+            .args(["secrets", "export", "--json", "--output"])
+            .arg(&secrets))
+        .0,
+    );
+    assert_eq!(
+        s,
+        serde_json::json!({"secrets": 1, "tombstones": 0, "nextIdx": 1})
+    );
+    let s = one_json(
+        &ok(annals(data, "dst")
+            .args(["secrets", "import", "--json"])
+            .arg(&secrets))
+        .0,
+    );
+    assert_eq!(
+        (&s["imported"], &s["end"]),
+        (&Value::from(1), &Value::from(true))
+    );
+
+    let mut c = Command::cargo_bin("annals").unwrap();
+    c.env_remove("ANNALS_URL").args([
+        "copy",
+        "--json",
+        "--from",
+        &format!("{}#src", data.display()),
+        "--to",
+        &format!("{}#copy", data.display()),
+    ]);
+    let s = one_json(&ok(&mut c).0);
+    assert_eq!(
+        (
+            &s["events"],
+            &s["secrets"],
+            &s["keyedSnapshots"],
+            &s["verified"]
+        ),
+        (
+            &Value::from(2),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(true)
+        )
+    );
+    assert_eq!(s["source"], s["target"]);
+    assert_eq!(s["source"]["events"], 2);
+    assert!(s["source"]["eventsSha256"].is_string(), "{s}");
+}
+
+#[test]
 fn pour_replays_a_data_directory_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();

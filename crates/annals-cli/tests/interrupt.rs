@@ -123,6 +123,7 @@ fn sigint_stops_an_auto_import_unfrozen_and_it_resumes_from_the_printed_offset()
             "auto",
             "--batch-size",
             "100",
+            "--json",
         ],
     );
     // Half the file, cut inside a line; the import then waits for more input.
@@ -146,6 +147,19 @@ fn sigint_stops_an_auto_import_unfrozen_and_it_resumes_from_the_printed_offset()
         full.as_bytes()[offset - 1],
         b'\n',
         "the offset starts a line"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &summary["interrupted"],
+            &summary["byteOffset"],
+            &summary["end"]
+        ),
+        (
+            &Value::from("SIGINT"),
+            &Value::from(offset),
+            &Value::from(false)
+        )
     );
 
     let d = describe(data, "dst");
