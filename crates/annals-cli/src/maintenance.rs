@@ -299,7 +299,7 @@ async fn settle(store: &Arc<dyn EventStore>, mode: Mode, frozen_before: bool) ->
 }
 
 /// Whether the store was frozen before an operation in `mode` (only asked in `auto`).
-async fn frozen_before(store: &Arc<dyn EventStore>, mode: Mode) -> Result<bool, Failure> {
+async fn frozen_by_someone_else(store: &Arc<dyn EventStore>, mode: Mode) -> Result<bool, Failure> {
     Ok(mode == Mode::Auto && store.describe().await?.frozen)
 }
 
@@ -555,7 +555,7 @@ async fn import_into(
     args: &ImportArgs,
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
-    let frozen_before = frozen_before(store, args.maintenance_mode).await?;
+    let frozen_before = frozen_by_someone_else(store, args.maintenance_mode).await?;
     let (reader, size) = input(args.file.as_ref(), args.from_offset).await?;
     let bar = progress_bar(size, Unit::Bytes);
     bar.set_position(args.from_offset);
@@ -905,7 +905,7 @@ pub(crate) async fn secrets(
             json,
         } => {
             with_store(location, name, IfMissing::Create, |store| async move {
-                let frozen_before = frozen_before(&store, maintenance_mode).await?;
+                let frozen_before = frozen_by_someone_else(&store, maintenance_mode).await?;
                 let (reader, size) = input(file.as_ref(), from_offset).await?;
                 let bar = progress_bar(size, Unit::Bytes);
                 bar.set_position(from_offset);
