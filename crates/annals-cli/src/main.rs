@@ -1,9 +1,21 @@
 //! # annals
 //!
 //! The command line of Annals: `annals serve` runs the HTTP server on a data directory
-//! (or, with `--postgres URL`, on a PostgreSQL database);
-//! every other verb talks to a server (`--url`, default `http://127.0.0.1:2113`) about one
-//! store (`--store`, default `default`).
+//! (or, with `--postgres URL`, on a PostgreSQL database); every other verb works on one
+//! store (`--store`, default `default`), which it reaches in one of three ways:
+//!
+//! - through a server: `--url` (default `http://127.0.0.1:2113`, or `ANNALS_URL`), with
+//!   `--token` or `ANNALS_TOKEN` for a server started with `--token-file`;
+//! - in a data directory opened directly: `--data DIR` (the store is `DIR/<store>`, as
+//!   `annals serve --data DIR` keeps it; a directory is open in one process at a time,
+//!   so stop a server using it first);
+//! - in a PostgreSQL database opened directly: `--postgres URL` (stores in the schema
+//!   `--postgres-schema`, default `annals`).
+//!
+//! Giving two of `--url`, `--data` and `--postgres` is a usage error (`ANNALS_URL` in the
+//! environment gives way to `--data` or `--postgres`). Opened directly, a store that
+//! does not exist is "not found" (exit 2), as a server answers, except for `create` and
+//! for the verbs that fill a store (`import`, `secrets import`, the target of `copy`).
 //!
 //! ```text
 //! annals serve --data ./annals-data
@@ -12,6 +24,8 @@
 //! annals append '{"aggregateId": "acc-1", "type": "Opened", "payload": {"owner": "ann"}}'
 //! annals read --json
 //! annals tail
+//! annals describe --data ./annals-data            # the store ./annals-data/default
+//! annals read --postgres postgres://postgres@127.0.0.1:5432/test --store orders
 //! annals export > events.ndjson
 //! annals import events.ndjson [--from-offset B]; annals import --incremental new.ndjson
 //! annals secrets export|import; annals copy --from ./annals-data#a --to postgres://…#b
@@ -21,13 +35,61 @@
 //! annals append --overwrite '{"aggregateId": "acc-1", "version": 1, "type": "Opened"}'
 //! ```
 //!
-//! Output is human-readable by default; `--json` prints one JSON object per line.
-//! A server started with `--token-file` needs a token: `--token` or `ANNALS_TOKEN`.
+//! ## Output
+//!
+//! Output is human-readable by default; `--json` prints one JSON object per line, with
+//! these fields (camelCase, stable):
+//!
+//! - `append`, `read`, `tail`: one line per event, the event as API.md writes it
+//!   (`position`, `id`, `aggregateId`, `aggregate`, `context`, `version`, `type`,
+//!   `timestamp`, `payload`, `metadata`, `commitId`, `commitSequence`, `dispatched`).
+//! - `streams`: `aggregateId`, `aggregate`, `context`, `version`, `firstTimestamp`,
+//!   `firstPosition`, `lastPosition`.
+//! - `describe`: `store`, `eventCount`, `streamCount`, `headPosition`,
+//!   `lastEventTimestamp`, `frozen`, `secretCount`, `setSecretCount`,
+//!   `deletedSecretCount`.
+//! - `create`: `store`, `created` (true). `freeze`, `unfreeze`: `store`, `frozen`.
+//! - `snapshot ls`, `snapshot get`: `key`, `content`, `timestamp`. `snapshot put`: `key`,
+//!   `saved` (true). `snapshot rm`: `key`, `deleted` (true).
+//! - `secret get`: `idx`, `id`, `secret` (null once erased). `secret set`: `idx`, `id`,
+//!   and with `--events` also `eventCount`, `commitId`, `headPosition`. `secret rm`:
+//!   `id`, `deleted` (true).
+//! - `export`: `events`, `bytes`, `cursor`, `position`, `end`, `headPosition` (on
+//!   standard output with `--output`, else on standard error after the events).
+//! - `import`: `imported`, `skipped`, `byteOffset`, `nextLine`, `unterminated`,
+//!   `headPosition`, `end`; `import --incremental`: `imported`, `skipped`,
+//!   `headPosition`.
+//! - `secrets export`: `secrets`, `tombstones`, `nextIdx` (placed as for `export`).
+//!   `secrets import`: `imported`, `skipped`, `byteOffset`, `nextLine`, `unterminated`,
+//!   `end`.
+//! - `copy`: `events`, `streamSnapshots`, `keyedSnapshots`, `secrets`, `verified`,
+//!   `source` and `target` (checksums: `events`, `eventsSha256`, `secrets`,
+//!   `secretsSha256`, `keyedSnapshots`, `keyedSnapshotsSha256`, `streamSnapshots`,
+//!   `streamSnapshotsSha256`).
+//! - `pour`: see `annals pour --help`.
+//!
+//! The summaries of `export`, `import` and `secrets` stopped by a signal also carry
+//! `interrupted` (`"SIGINT"` or `"SIGTERM"`). Long operations draw a progress bar on
+//! standard error when it is a terminal, none when it is piped.
+//!
+//! ## Errors and signals
+//!
+//! A failure prints one line on standard error, `annals: <what was wrong>`, naming the
+//! field (and for input files the line and byte offset). SIGINT (Ctrl-C) or SIGTERM
+//! stops `export`, `import`, `secrets export|import`, `copy` and `pour` cleanly: a store
+//! frozen by `--maintenance-mode auto` is unfrozen, and the message says where to resume
+//! (`--cursor`, `--from-offset`, `--from-idx`, `--resume`); a second signal abandons the
+//! operation at once (still unfreezing the store). `tail` ends on either signal with
+//! exit code 0.
 //!
 //! Exit codes: 0 success; 1 usage or invalid input; 2 not found or conflict (unknown
-//! store or event, version conflict, duplicate id, frozen store, already (un)frozen);
-//! 3 the server cannot be reached; 4 any other failure.
+//! store or event, version conflict, duplicate id, frozen store, already (un)frozen,
+//! store already exists, incremental import conflict); 3 the server cannot be reached;
+//! 4 any other failure; 130 interrupted by SIGINT; 143 interrupted by SIGTERM.
 
+mod fields;
+mod interrupt;
+mod location;
 mod maintenance;
 mod pour;
 
@@ -36,30 +98,48 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures::StreamExt;
 use serde_json::Value;
 
-use annals_client::{ConnectionError, HttpStore, RemoteError};
+use annals_client::{ConnectionError, RemoteError};
 use annals_core::{
-    AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion, Json,
+    AppendRequest, Direction, Error, ErrorKind, EventFilter, EventStore, ExpectedVersion,
     ListStreams, ProposedEvent, ReadAll, ReadFrom, RecordedEvent, SecretChange, SnapshotKeyQuery,
-    StreamId, StreamWrite, Subscribe, Timestamp,
+    StreamId, StreamWrite, Subscribe,
 };
 use annals_server::{Server, ServerConfig};
+
+use crate::fields::EventFields;
+use crate::interrupt::Interrupt;
+use crate::location::{IfMissing, Location, DEFAULT_SCHEMA};
 
 /// The store the CLI uses without `--store`; `annals serve` creates it.
 const DEFAULT_STORE: &str = "default";
 
-const EXIT_HELP: &str = "Exit codes:
-  0  success
-  1  usage error or invalid input
-  2  not found or conflict (unknown store or event, version conflict, duplicate id,
-     frozen store, already frozen / not frozen, store already exists)
-  3  the server cannot be reached
-  4  any other failure";
+const EXIT_HELP: &str = "Where the store is: --url (a server; the default), --data DIR or
+--postgres URL (opened directly, in this process); one of them.
 
-/// Annals event store: run the server, or talk to one.
+--json prints one JSON object per line; the fields of each verb are listed in its
+--help and in the crate documentation.
+
+Errors are one line on standard error. SIGINT (Ctrl-C) or SIGTERM stops export,
+import, secrets, copy and pour cleanly (a store frozen by --maintenance-mode auto is
+unfrozen) and says where to resume; a second signal abandons the operation at once.
+
+Exit codes:
+  0    success (also tail ended by SIGINT or SIGTERM)
+  1    usage error or invalid input
+  2    not found or conflict (unknown store or event, version conflict, duplicate id,
+       frozen store, already frozen / not frozen, store already exists, incremental
+       import conflict)
+  3    the server cannot be reached
+  4    any other failure
+  130  interrupted by SIGINT: stopped cleanly, the message says where to resume
+  143  interrupted by SIGTERM: the same";
+
+/// Annals event store: run the server, or work on a store through one or directly.
 #[derive(Parser)]
 #[command(name = "annals", version, after_help = EXIT_HELP)]
 struct Cli {
@@ -77,18 +157,30 @@ struct Cli {
     /// The bearer token for a server started with a token file.
     #[arg(long, global = true, env = "ANNALS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Open the store directly in this data directory instead of talking to a server:
+    /// the store is `DIR/<--store>`, as `annals serve --data DIR` keeps it (stop a
+    /// server using it first). With `serve`: the directory to serve (default
+    /// `./annals-data`).
+    #[arg(long, global = true, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Open the store directly in this PostgreSQL database
+    /// (`postgres://user@host:port/db`) instead of talking to a server. With `serve`:
+    /// serve its stores instead of a data directory.
+    #[arg(long, global = true, value_name = "URL")]
+    postgres: Option<String>,
+    /// The schema holding the stores with `--postgres` (created when missing).
+    #[arg(long, global = true, value_name = "SCHEMA", default_value = DEFAULT_SCHEMA)]
+    postgres_schema: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server on a data directory (one subdirectory per store); creates the
-    /// store `default` if it is missing.
+    /// Run the HTTP server on a data directory (`--data`, one subdirectory per store) or
+    /// a PostgreSQL database (`--postgres`, each store a row of `--postgres-schema`);
+    /// creates the store `default` if it is missing.
     Serve {
-        /// The data directory.
-        #[arg(long, default_value = "./annals-data")]
-        data: PathBuf,
         /// The address to listen on (loopback only, unless a token file is given).
         #[arg(long, default_value = annals_server::DEFAULT_LISTEN)]
         listen: SocketAddr,
@@ -101,16 +193,13 @@ enum Command {
         /// with `event: lagged`; the client then resumes from its last id.
         #[arg(long, default_value_t = annals_server::DEFAULT_MAX_SUBSCRIBER_LAG)]
         max_subscriber_lag: u64,
-        /// Serve the stores of this PostgreSQL database (`postgres://user@host:port/db`)
-        /// instead of a data directory: each store is a row of `--postgres-schema`.
-        #[arg(long, value_name = "URL", conflicts_with = "data")]
-        postgres: Option<String>,
-        /// The schema holding the stores with `--postgres` (created when missing).
-        #[arg(long, default_value = "annals", requires = "postgres")]
-        postgres_schema: String,
     },
     /// Create the store.
-    Create,
+    Create {
+        /// Print {"store", "created"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Append events: a JSON event, an array of events or `{"events": [...]}` (API.md
     /// form, each with `aggregateId`), from the argument or from standard input.
     Append {
@@ -127,7 +216,7 @@ enum Command {
         /// stored event (keeping its position); the others are appended.
         #[arg(long)]
         overwrite: bool,
-        /// Print the stored events as JSON lines.
+        /// Print the stored events as JSON lines (the fields of `read --json`).
         #[arg(long)]
         json: bool,
     },
@@ -165,7 +254,9 @@ enum Command {
     /// Re-publish past events into a message channel (replay): the ids of the store's
     /// streams, one stream's events, every event of the store, or several stores merged.
     Pour(pour::PourArgs),
-    /// Follow new events live (from the current head, or after `--after`).
+    /// Follow new events live (from the current head, or after `--after`); ends on
+    /// Ctrl-C or SIGTERM (exit code 0). On a store opened directly it follows the
+    /// store's own subscription (with `--data`, only this process can write to it).
     Tail {
         #[command(flatten)]
         filter: FilterArgs,
@@ -201,9 +292,17 @@ enum Command {
         json: bool,
     },
     /// Refuse writes to the store.
-    Freeze,
+    Freeze {
+        /// Print {"store", "frozen"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Accept writes to the store again.
-    Unfreeze,
+    Unfreeze {
+        /// Print {"store", "frozen"} as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keyed snapshots: ls, get, put, rm.
     Snapshot {
         #[command(subcommand)]
@@ -244,11 +343,17 @@ enum SnapshotAction {
         key: String,
         /// The content; `-` or absent reads standard input.
         content: Option<String>,
+        /// Print {"key", "saved"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a keyed snapshot.
     Rm {
         /// The key.
         key: String,
+        /// Print {"key", "deleted"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -273,11 +378,18 @@ enum SecretAction {
         /// file or, with `-`, from standard input.
         #[arg(long, value_name = "FILE|-")]
         events: Option<String>,
+        /// Print {"idx", "id"} as one JSON object (with `--events` also "eventCount",
+        /// "commitId", "headPosition").
+        #[arg(long)]
+        json: bool,
     },
     /// Erase a secret for good (its id stays used).
     Rm {
         /// The secret's id.
         id: String,
+        /// Print {"id", "deleted"} as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -349,7 +461,9 @@ impl From<Error> for Failure {
             | ErrorKind::Frozen
             | ErrorKind::AlreadyFrozen
             | ErrorKind::NotFrozen
-            | ErrorKind::SecretAlreadyExists => 2,
+            | ErrorKind::SecretAlreadyExists
+            | ErrorKind::ImportConflict
+            | ErrorKind::WrongExpectedHead => 2,
             _ => match &e {
                 Error::Backend { source, .. } => {
                     let source: &(dyn std::error::Error + 'static) = &**source;
@@ -377,13 +491,17 @@ impl From<Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_exit(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return usage_exit(&e),
+    };
+    let given = Given {
+        url: on_command_line(&matches, "url"),
+        postgres_schema: on_command_line(&matches, "postgres_schema"),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -392,58 +510,152 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli, given));
+    // Not waiting for a read of standard input that will never end (tokio reads it on
+    // a blocking thread, which an interrupted import leaves behind).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("annals: {}", f.message);
+            eprintln!("annals: {}", one_line(&f.message));
             ExitCode::from(f.code)
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    let code = if e.use_stderr() { 1 } else { 0 };
+    let _ = e.print();
+    ExitCode::from(code)
+}
+
+/// Which options were typed on the command line (not taken from the environment or a
+/// default): what the location checks need.
+struct Given {
+    url: bool,
+    postgres_schema: bool,
+}
+
+/// Whether the argument `id` was given on the command line, at any subcommand level
+/// (a global option may follow the subcommand).
+fn on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        if m.try_contains_id(id).unwrap_or(false)
+            && m.value_source(id) == Some(ValueSource::CommandLine)
+        {
+            return true;
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
+}
+
+/// The one location the options name; two are a usage error.
+fn location(cli: &Cli, given: &Given) -> Result<Location, Failure> {
+    let named: Vec<&str> = [
+        (given.url, "--url"),
+        (cli.data.is_some(), "--data"),
+        (cli.postgres.is_some(), "--postgres"),
+    ]
+    .into_iter()
+    .filter_map(|(yes, flag)| yes.then_some(flag))
+    .collect();
+    if named.len() > 1 {
+        return Err(Failure::usage(format!(
+            "{} name two locations of the store: give one of --url (a server), --data DIR \
+             or --postgres URL",
+            named.join(" and ")
+        )));
+    }
+    if given.postgres_schema && cli.postgres.is_none() {
+        return Err(Failure::usage("--postgres-schema needs --postgres URL"));
+    }
+    Ok(if let Some(dir) = &cli.data {
+        Location::Data(dir.clone())
+    } else if let Some(url) = &cli.postgres {
+        Location::Postgres {
+            url: url.clone(),
+            schema: cli.postgres_schema.clone(),
+        }
+    } else {
+        Location::Server {
+            url: cli.url.clone(),
+            token: cli.token.clone(),
+        }
+    })
+}
+
+async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
     if let Command::Serve {
-        data,
         listen,
         token_file,
         max_subscriber_lag,
-        postgres,
-        postgres_schema,
     } = cli.command
     {
+        if cli.data.is_some() && cli.postgres.is_some() {
+            return Err(Failure::usage(
+                "serve a data directory (--data) or a PostgreSQL database (--postgres), not both",
+            ));
+        }
+        if given.postgres_schema && cli.postgres.is_none() {
+            return Err(Failure::usage("--postgres-schema needs --postgres URL"));
+        }
+        let data = cli.data.unwrap_or_else(|| PathBuf::from("./annals-data"));
         let mut config = ServerConfig::new(&data).listen(listen);
         config.max_subscriber_lag = max_subscriber_lag;
-        config.postgres = postgres;
-        config.postgres_options.schema = postgres_schema;
+        config.postgres = cli.postgres;
+        config.postgres_options.schema = cli.postgres_schema;
         return serve(config, token_file).await;
     }
-    let remote = maintenance::Remote {
-        url: &cli.url,
-        store: &cli.store,
-        token: cli.token.as_deref(),
-    };
+    let location = location(&cli, &given)?;
+    let name = cli.store.as_str();
     match cli.command {
-        Command::Export(args) => return maintenance::export(args, &remote).await,
-        Command::Import(args) => return maintenance::import(args, &remote).await,
-        Command::Secrets { action } => return maintenance::secrets(action, &remote).await,
-        Command::Copy(args) => return maintenance::copy(args, &remote).await,
-        Command::Pour(args) => {
-            return pour::run(&cli.url, &cli.store, cli.token.as_deref(), args).await
+        Command::Export(args) => return maintenance::export(args, &location, name).await,
+        Command::Import(args) => return maintenance::import(args, &location, name).await,
+        Command::Secrets { action } => return maintenance::secrets(action, &location, name).await,
+        Command::Copy(args) => {
+            if location.is_direct() {
+                return Err(Failure::usage(
+                    "copy takes its stores from --from and --to, not from --data or --postgres",
+                ));
+            }
+            return maintenance::copy(args, name, cli.token.as_deref()).await;
+        }
+        Command::Pour(args) => return pour::run(&location, name, args).await,
+        Command::Create { json } => {
+            location.connect().await?.create(name).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "created": true})
+                );
+            } else {
+                let _ = writeln!(out, "created store {name}");
+            }
+            return Ok(());
         }
         _ => {}
     }
-    let mut store = HttpStore::new(&cli.url, &cli.store)?;
-    if let Some(token) = &cli.token {
-        store = store.with_token(token.clone());
-    }
+    let store = location.open(name, IfMissing::Fail).await?;
+    let result = on_store(&*store, name, cli.command).await;
+    let _ = store.close().await;
+    result
+}
+
+/// The verbs that work on one open store.
+async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    match cli.command {
-        Command::Serve { .. } => Ok(()),
-        Command::Create => {
-            store.create().await?;
-            let _ = writeln!(out, "created store {}", cli.store);
-            Ok(())
-        }
+    match command {
+        Command::Serve { .. }
+        | Command::Create { .. }
+        | Command::Export(_)
+        | Command::Import(_)
+        | Command::Secrets { .. }
+        | Command::Copy(_)
+        | Command::Pour(_) => Ok(()),
         Command::Append {
             events,
             expected_version,
@@ -498,17 +710,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Export(_)
-        | Command::Import(_)
-        | Command::Secrets { .. }
-        | Command::Copy(_)
-        | Command::Pour(_) => Ok(()),
         Command::Tail {
             filter,
             after,
             count,
             json,
         } => {
+            // Installed before the subscription, so a signal during the catch-up ends it
+            // cleanly too.
+            let interrupt = Interrupt::install()?;
             let from = match after {
                 Some(p) => p,
                 None => store.describe().await?.head_position,
@@ -521,7 +731,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             while count.is_none_or(|c| seen < c) {
                 let next = tokio::select! {
                     next = live.next() => next,
-                    _ = tokio::signal::ctrl_c() => None,
+                    () = interrupt.requested() => None,
                 };
                 match next {
                     Some(Ok(e)) => {
@@ -588,7 +798,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let d = store.describe().await?;
             if json {
                 let v = serde_json::json!({
-                    "store": cli.store,
+                    "store": name,
                     "eventCount": d.event_count,
                     "streamCount": d.stream_count,
                     "headPosition": d.head_position,
@@ -603,7 +813,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let last = d
                     .last_event_timestamp
                     .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                let _ = writeln!(out, "store:          {}", cli.store);
+                let _ = writeln!(out, "store:          {name}");
                 let _ = writeln!(out, "events:         {}", d.event_count);
                 let _ = writeln!(out, "streams:        {}", d.stream_count);
                 let _ = writeln!(out, "head position:  {}", d.head_position);
@@ -617,23 +827,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Freeze => {
+        Command::Freeze { json } => {
             store.freeze().await?;
-            let _ = writeln!(out, "store {} frozen", cli.store);
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "frozen": true})
+                );
+            } else {
+                let _ = writeln!(out, "store {name} frozen");
+            }
             Ok(())
         }
-        Command::Unfreeze => {
+        Command::Unfreeze { json } => {
             store.unfreeze().await?;
-            let _ = writeln!(out, "store {} unfrozen", cli.store);
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"store": name, "frozen": false})
+                );
+            } else {
+                let _ = writeln!(out, "store {name} unfrozen");
+            }
             Ok(())
         }
-        Command::Snapshot { action } => snapshot(&store, action, &mut out).await,
-        Command::Secret { action } => secret(&store, action, &mut out).await,
+        Command::Snapshot { action } => snapshot(store, action, &mut out).await,
+        Command::Secret { action } => secret(store, action, &mut out).await,
     }
 }
 
 async fn snapshot(
-    store: &HttpStore,
+    store: &dyn EventStore,
     action: SnapshotAction,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -672,13 +898,19 @@ async fn snapshot(
                 let _ = writeln!(out, "{}", s.content);
             }
         }
-        SnapshotAction::Put { key, content } => {
+        SnapshotAction::Put { key, content, json } => {
             let content = argument_or_stdin(content)?;
             store.save_snapshot(&key, &content).await?;
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"key": key, "saved": true}));
+            }
         }
-        SnapshotAction::Rm { key } => {
+        SnapshotAction::Rm { key, json } => {
             if !store.drop_snapshot(&key).await? {
                 return Err(Error::not_found("snapshot", key).into());
+            }
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"key": key, "deleted": true}));
             }
         }
     }
@@ -686,7 +918,7 @@ async fn snapshot(
 }
 
 async fn secret(
-    store: &HttpStore,
+    store: &dyn EventStore,
     action: SecretAction,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -707,15 +939,21 @@ async fn secret(
             id,
             secret,
             events: None,
+            json,
         } => {
             let secret = argument_or_stdin(secret)?;
             let s = store.set_secret(&id, secret.trim_end_matches('\n')).await?;
-            let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"idx": s.idx, "id": s.id}));
+            } else {
+                let _ = writeln!(out, "secret {} stored at idx {}", s.id, s.idx);
+            }
         }
         SecretAction::Set {
             id,
             secret,
             events: Some(source),
+            json,
         } => {
             let text = match source.as_str() {
                 "-" => {
@@ -737,19 +975,35 @@ async fn secret(
             let result = store.append(request).await?;
             let s = result.secret.ok_or_else(|| Failure {
                 code: 4,
-                message: "the server did not report the secret it stored".into(),
+                message: "the store did not report the secret it stored".into(),
             })?;
-            let _ = writeln!(
-                out,
-                "secret {} stored at idx {} with {} event(s), commit {}, head position {}",
-                s.id,
-                s.idx,
-                result.events.len(),
-                result.commit_id,
-                result.head_position
-            );
+            if json {
+                let v = serde_json::json!({
+                    "idx": s.idx,
+                    "id": s.id,
+                    "eventCount": result.events.len(),
+                    "commitId": result.commit_id,
+                    "headPosition": result.head_position,
+                });
+                let _ = writeln!(out, "{v}");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "secret {} stored at idx {} with {} event(s), commit {}, head position {}",
+                    s.id,
+                    s.idx,
+                    result.events.len(),
+                    result.commit_id,
+                    result.head_position
+                );
+            }
         }
-        SecretAction::Rm { id } => store.delete_secret(&id).await?,
+        SecretAction::Rm { id, json } => {
+            store.delete_secret(&id).await?;
+            if json {
+                let _ = writeln!(out, "{}", serde_json::json!({"id": id, "deleted": true}));
+            }
+        }
     }
     Ok(())
 }
@@ -801,6 +1055,17 @@ async fn serve(mut config: ServerConfig, token_file: Option<PathBuf>) -> Result<
         code: 4,
         message: e.to_string(),
     })
+}
+
+/// `message` on one line: errors from drivers and servers may span several, and a
+/// script reading standard error expects one line per failure.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `url` with the password (if any) replaced by `***`, for messages.
@@ -875,33 +1140,22 @@ fn append_request(text: &str, expected: Option<&str>) -> Result<AppendRequest, F
     };
     let mut writes: Vec<StreamWrite> = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let field = |name: &str| e.get(name).and_then(Value::as_str).map(str::to_owned);
+        let Value::Object(e) = e else {
+            return Err(Error::invalid(format!("events[{i}]"), "must be a JSON object").into());
+        };
+        let fields = EventFields::new(format!("events[{i}]"), e);
         let stream = StreamId {
-            context: field("context").unwrap_or_default(),
-            aggregate: field("aggregate").unwrap_or_default(),
-            id: field("aggregateId")
-                .ok_or_else(|| Failure::usage(format!("event {i} has no \"aggregateId\"")))?,
-        };
-        let json = |name: &str| -> Result<Json, Failure> {
-            match e.get(name) {
-                Some(v) => Json::from_value(v).map_err(|err| Failure::usage(err.to_string())),
-                None => Ok(Json::null()),
-            }
-        };
-        let timestamp = match e.get("timestamp").and_then(Value::as_str) {
-            Some(t) => Some(
-                Timestamp::parse_rfc3339(t)
-                    .map_err(|err| Failure::usage(format!("event {i}: {err}")))?,
-            ),
-            None => None,
+            context: fields.string("context")?.unwrap_or_default(),
+            aggregate: fields.string("aggregate")?.unwrap_or_default(),
+            id: fields.required("aggregateId")?,
         };
         let proposed = ProposedEvent {
-            id: field("id"),
-            event_type: field("type").unwrap_or_default(),
-            payload: json("payload")?,
-            metadata: json("metadata")?,
-            timestamp,
-            version: e.get("version").and_then(Value::as_u64),
+            id: fields.string("id")?,
+            event_type: fields.string("type")?.unwrap_or_default(),
+            payload: fields.json("payload")?,
+            metadata: fields.json("metadata")?,
+            timestamp: fields.timestamp("timestamp")?,
+            version: fields.integer("version")?,
         };
         match writes.iter_mut().find(|w| w.stream == stream) {
             Some(w) => w.events.push(proposed),

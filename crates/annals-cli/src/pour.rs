@@ -1,5 +1,5 @@
 //! `annals pour ids|stream|all|stores`: re-publish past events into a message channel
-//! (castore's dam), through the server's HTTP API.
+//! (castore's dam), from the stores of any location (a server, `--data`, `--postgres`).
 //!
 //! ```text
 //! annals pour ids --channel nats://127.0.0.1:4222 --topic annals.ids --rate 100
@@ -12,11 +12,11 @@
 //! A progress bar shows on a terminal (standard error), none when it is piped. The
 //! summary (human, or one JSON object with `--json`) goes to standard output, or to
 //! standard error with `--channel memory`, whose messages own standard output. Ctrl-C
-//! stops after the batch in flight; the summary then gives the `--resume` token that
-//! continues the pour, as does the error of a failed pour.
+//! (or SIGTERM) stops after the batch in flight; the summary then gives the `--resume`
+//! token that continues the pour, as does the error of a failed pour, and the exit code
+//! is 130 (143 after SIGTERM).
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,9 +28,10 @@ use annals_channels::pour::{
     StoreEventsQuery, StreamEventsQuery,
 };
 use annals_channels::{Message, MessageChannel};
-use annals_client::HttpStore;
 use annals_core::{Error, EventStore, StreamId, StreamPageToken, Timestamp};
 
+use crate::interrupt::{Interrupt, Signal};
+use crate::location::{IfMissing, Location};
 use crate::Failure;
 
 /// `annals pour` and its options.
@@ -186,20 +187,25 @@ impl MessageChannel for StdoutChannel {
     }
 }
 
-/// Runs `annals pour …` against the server at `url`.
-pub async fn run(
-    url: &str,
+/// Runs `annals pour …` on the store `store_name` of `location`.
+pub async fn run(location: &Location, store_name: &str, args: PourArgs) -> Result<(), Failure> {
+    let interrupt = Interrupt::install()?;
+    let connected = location.connect().await?;
+    let mut opened: Vec<Arc<dyn EventStore>> = Vec::new();
+    let result = pour(&connected, &mut opened, store_name, args, &interrupt).await;
+    for store in opened {
+        let _ = store.close().await;
+    }
+    result
+}
+
+async fn pour(
+    connected: &crate::location::Connected,
+    opened: &mut Vec<Arc<dyn EventStore>>,
     store_name: &str,
-    token: Option<&str>,
     args: PourArgs,
+    interrupt: &Interrupt,
 ) -> Result<(), Failure> {
-    let open = |name: &str| -> Result<HttpStore, Failure> {
-        let mut s = HttpStore::new(url, name)?;
-        if let Some(t) = token {
-            s = s.with_token(t.to_owned());
-        }
-        Ok(s)
-    };
     let to_stdout = args.channel == "memory";
     let channel: Box<dyn MessageChannel> = if to_stdout {
         Box::new(StdoutChannel)
@@ -219,15 +225,7 @@ pub async fn run(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
-            }
-        });
-    }
+    let stop = interrupt.flag();
     let progress_bar = bar.clone();
     let options = PourOptions {
         rate_limit: args.rate,
@@ -246,6 +244,7 @@ pub async fn run(
         to_stderr: to_stdout,
         channel: channel.name(),
         bar: &bar,
+        interrupt,
     };
 
     match args.verb {
@@ -271,8 +270,9 @@ pub async fn run(
                 page_size,
                 resume: resume::<StreamPageToken>(args.resume.as_deref(), "ids")?,
             };
-            let store = open(store_name)?;
-            let r = pour::pour_aggregate_ids(&store, store_name, channel, &query, &options).await;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
+            let r = pour::pour_aggregate_ids(&*store, store_name, channel, &query, &options).await;
             summary.report(r, |r| {
                 (
                     format!(
@@ -312,9 +312,10 @@ pub async fn run(
                 aggregate,
                 id: aggregate_id,
             };
-            let store = open(store_name)?;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
             let r =
-                pour::pour_stream_events(&store, store_name, channel, &stream, &query, &options)
+                pour::pour_stream_events(&*store, store_name, channel, &stream, &query, &options)
                     .await;
             summary.report(r, |r| {
                 (
@@ -337,8 +338,9 @@ pub async fn run(
                 to,
                 resume: resume::<PourCursor>(args.resume.as_deref(), "all")?,
             };
-            let store = open(store_name)?;
-            let r = pour::pour_store_events(&store, store_name, channel, &query, &options).await;
+            let store = connected.open(store_name, IfMissing::Fail).await?;
+            opened.push(Arc::clone(&store));
+            let r = pour::pour_store_events(&*store, store_name, channel, &query, &options).await;
             summary.report(r, |r| {
                 (
                     format!(
@@ -360,14 +362,14 @@ pub async fn run(
                 to,
                 resume: resume::<PourCursor>(args.resume.as_deref(), "stores")?,
             };
-            let opened = stores
-                .iter()
-                .map(|n| open(n))
-                .collect::<Result<Vec<_>, _>>()?;
+            for name in &stores {
+                let store = connected.open(name, IfMissing::Fail).await?;
+                opened.push(store);
+            }
             let list: Vec<(&str, &dyn EventStore)> = stores
                 .iter()
-                .zip(&opened)
-                .map(|(n, s)| (n.as_str(), s as &dyn EventStore))
+                .zip(opened.iter())
+                .map(|(n, s)| (n.as_str(), &**s))
                 .collect();
             let r = pour::pour_stores_events(&list, channel, &query, &options).await;
             summary.report(r, |r| {
@@ -406,6 +408,7 @@ struct Summary<'a> {
     to_stderr: bool,
     channel: &'static str,
     bar: &'a indicatif::ProgressBar,
+    interrupt: &'a Interrupt,
 }
 
 impl Summary<'_> {
@@ -449,10 +452,19 @@ impl Summary<'_> {
         }
         match error {
             None if finished => Ok(()),
-            None => Err(Failure {
-                code: 4,
-                message: "the pour was stopped before the end".to_owned(),
-            }),
+            None => {
+                let signal = self.interrupt.signal().unwrap_or(Signal::Interrupt);
+                Err(Failure {
+                    code: signal.exit_code(),
+                    message: format!(
+                        "interrupted by {}: the pour stopped after the batch in flight{}",
+                        signal.name(),
+                        resume
+                            .map(|t| format!("; continue with --resume {t}"))
+                            .unwrap_or_default()
+                    ),
+                })
+            }
             Some(e) => {
                 let mut f = Failure::from(e);
                 if let Some(token) = resume {

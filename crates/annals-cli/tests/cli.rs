@@ -449,3 +449,37 @@ fn append_overwrite_replaces_an_event_in_place() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["payload"]["owner"], "bob");
 }
+
+#[test]
+fn append_errors_name_the_field_on_one_line() {
+    stdout(annals("s10").arg("create"));
+    let fails = |events: &str| -> String {
+        let out = annals("s10").args(["append", events]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{events}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        err
+    };
+    let err = fails(r#"[{"aggregateId":"a"},{"aggregateId":"a","version":"2"}]"#);
+    assert!(
+        err.contains("events[1].version: must be a non-negative integer, not \"2\""),
+        "{err}"
+    );
+    let err = fails(r#"{"aggregateId":"a","version":1.5}"#);
+    assert!(err.contains("events[0].version"), "{err}");
+    let err = fails(r#"{"aggregateId":"a","type":5}"#);
+    assert!(
+        err.contains("events[0].type: must be a string, not a number"),
+        "{err}"
+    );
+    let err = fails(r#"{"aggregateId":"a","timestamp":"yesterday"}"#);
+    assert!(err.contains("events[0].timestamp"), "{err}");
+    let err = fails(r#"{"type":"T"}"#);
+    assert!(err.contains("events[0].aggregateId: missing"), "{err}");
+    let err = fails(r#"[{"aggregateId":"a"}, 7]"#);
+    assert!(err.contains("events[1]: must be a JSON object"), "{err}");
+    // Nothing was stored by the refused appends; `null` counts as absent.
+    assert_eq!(stdout(annals("s10").args(["read", "--json"])), "");
+    stdout(annals("s10").args(["append", r#"{"aggregateId":"a","version":null}"#]));
+    stdout(annals("s10").args(["append", r#"{"aggregateId":"a","version":2}"#]));
+}

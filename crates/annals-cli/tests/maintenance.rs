@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -28,8 +30,8 @@ fn run(c: &mut Command) -> (String, String) {
     )
 }
 
-/// Writes `n` events into the store `name` of `data` through the library (the CLI's
-/// append talks to a server).
+/// Writes `n` events into the store `name` of `data` through the library (faster than
+/// one CLI process per append).
 fn seed(data: &Path, name: &str, n: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -269,8 +271,7 @@ fn incremental_import_appends_after_the_newest_event() {
 
 #[test]
 fn copy_embedded_to_postgres_when_available() {
-    let Ok(url) = std::env::var("ANNALS_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: ANNALS_TEST_POSTGRES_URL is not set; copy to PostgreSQL not tested");
+    let Some(url) = support::postgres("copy_embedded_to_postgres_when_available") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -290,4 +291,66 @@ fn copy_embedded_to_postgres_when_available() {
     ]));
     assert!(out.contains("copied 60 event(s)"), "{out}");
     assert!(out.contains("verified: yes"), "{out}");
+}
+
+#[test]
+fn import_errors_are_one_line_naming_line_offset_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    seed(data, "src", 1);
+    let (full, _) = run(annals(data, "src").arg("export").args(data_arg(data)));
+    let first = full.lines().next().unwrap();
+    let fails = |c: &mut Command| -> String {
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{c:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+        err
+    };
+
+    // A field of the wrong type, named although the decoder only gives its column.
+    let mut bad: serde_json::Value = serde_json::from_str(full.lines().nth(1).unwrap()).unwrap();
+    bad["version"] = "two".into();
+    let file = data.join("bad.ndjson");
+    std::fs::write(&file, format!("{first}\n{bad}\n")).unwrap();
+    let offset = first.len() + 1;
+    let err = fails(
+        annals(data, "dst")
+            .arg("import")
+            .arg(&file)
+            .args(data_arg(data)),
+    );
+    assert!(
+        err.contains(&format!(
+            "line 2 (byte offset {offset}).version: invalid type: string \"two\", expected u64; \
+             1 event(s) imported before it; resume with --from-offset {offset}"
+        )),
+        "{err}"
+    );
+
+    // An incremental import names the line and the field as the line spells it.
+    let inc = data.join("inc.ndjson");
+    std::fs::write(
+        &inc,
+        "{\"aggregateId\":\"a\",\"type\":\"T\"}\n{\"aggregateId\":\"a\",\"type\":[1]}\n",
+    )
+    .unwrap();
+    let err = fails(
+        annals(data, "inc")
+            .args(["import", "--incremental"])
+            .arg(&inc)
+            .args(data_arg(data)),
+    );
+    assert!(
+        err.contains("line 2 (byte offset 31).type: must be a string, not an array"),
+        "{err}"
+    );
+    std::fs::write(&inc, "{\"aggregateId\":\"\",\"type\":\"T\"}\n").unwrap();
+    let err = fails(
+        annals(data, "inc")
+            .args(["import", "--incremental"])
+            .arg(&inc)
+            .args(data_arg(data)),
+    );
+    assert!(err.contains("line 1 (byte offset 0).aggregateId"), "{err}");
 }

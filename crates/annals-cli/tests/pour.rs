@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -144,21 +146,14 @@ fn pour_all_and_stream_to_stdout() {
 
 #[test]
 fn pour_ids_into_nats() {
-    let url = std::env::var("ANNALS_TEST_NATS_URL")
-        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
-    let host_port = url
-        .trim_start_matches("nats://")
-        .trim_end_matches('/')
-        .to_owned();
-    if let Err(why) = std::net::TcpStream::connect(&host_port) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("NATS at {url} is not reachable ({why}); under CI=true this test must run");
-        }
-        eprintln!(
-            "\n*** SKIPPED: NATS at {url} is not reachable ({why}); pour_ids_into_nats did not run.\n"
-        );
+    let Some(url) = support::service(
+        "pour_ids_into_nats",
+        "NATS",
+        "ANNALS_TEST_NATS_URL",
+        "nats://127.0.0.1:4222",
+    ) else {
         return;
-    }
+    };
     seed("p2");
     let subject = format!("annals.clitest.{}", std::process::id());
     let (out, _) = ok(annals("p2").args([

@@ -5,6 +5,8 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
@@ -111,7 +113,11 @@ fn measure<T>(server: &Server, url: &str, stall: impl FnOnce() -> T) -> (u64, T)
 #[test]
 fn a_stalled_subscriber_costs_no_memory_and_is_told_it_lagged() {
     if !std::path::Path::new("/proc/self/status").exists() {
-        eprintln!("SKIPPED: no /proc to read the server's resident memory from");
+        support::skip(
+            "a_stalled_subscriber_costs_no_memory_and_is_told_it_lagged",
+            "no /proc to read the server's resident memory from",
+            "run it on Linux",
+        );
         return;
     }
     // The control: the same appends without a subscriber.
