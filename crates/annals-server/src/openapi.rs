@@ -88,8 +88,9 @@ pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
 
 /// The refusals that do not depend on the operation, added to each instead of repeated
 /// on every handler: `401`/`403` of the bearer tokens (every `/v1` operation, `403` only
-/// for writes: a read-only token may `GET`), and `default` for the server's own failures
-/// (`backend_error`, `store_closed`, `store_poisoned`, `corrupted`, `unsupported`).
+/// for writes: a read-only token may `GET`), `414` of the HTTP layer, and `default` for
+/// the server's own failures (`backend_error`, `store_closed`, `store_poisoned`,
+/// `corrupted`, `unsupported`).
 struct SharedRefusals;
 
 impl Modify for SharedRefusals {
@@ -126,6 +127,19 @@ impl Modify for SharedRefusals {
                         add_refusal(operation, "403", "`forbidden`: the token is read-only.");
                     }
                 }
+                // hyper answers a request line past its limit itself, before the router
+                // (and so without the API.md error body).
+                operation
+                    .responses
+                    .responses
+                    .entry("414".to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(Response::new(
+                            "URI Too Long, with an empty body: the path and query are longer \
+                             than the HTTP layer takes (64 KiB), e.g. too many repeated \
+                             filter values.",
+                        ))
+                    });
                 add_refusal(
                     operation,
                     "default",

@@ -1365,6 +1365,7 @@ pub(crate) mod query {
         limit: Option<u64>,
         /// The `aggregateId` of the previous page's last stream (400 when no such stream
         /// matches the filter); not with `pageToken`.
+        #[param(min_length = 1, max_length = 256)]
         start_after: Option<String>,
         /// Extension: a previous page's `nextPageToken`.
         page_token: Option<String>,
@@ -1375,6 +1376,7 @@ pub(crate) mod query {
     #[into_params(parameter_in = Query, rename_all = "camelCase")]
     pub(crate) struct StreamQuery {
         /// The stream's id (400 when absent or empty).
+        #[param(min_length = 1, max_length = 256)]
         aggregate_id: String,
         /// The stream's aggregate type; absent: none.
         aggregate: Option<String>,
@@ -1419,6 +1421,7 @@ pub(crate) mod query {
     #[into_params(parameter_in = Query, rename_all = "camelCase")]
     pub(crate) struct SnapshotKeysQuery {
         /// Continue after this key (a page's `nextStartAfter`).
+        #[param(min_length = 1, max_length = 256)]
         start_after: Option<String>,
         /// At most this many snapshots (default and cap 1000).
         limit: Option<u64>,
