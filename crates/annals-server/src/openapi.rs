@@ -178,7 +178,7 @@ fn add_refusal(operation: &mut Operation, status: &str, description: &str) {
 }
 
 /// A response carrying the API.md error body.
-pub(crate) fn refusal(description: &str) -> Response {
+fn refusal(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
         .content(
@@ -402,6 +402,37 @@ mod tests {
                     .iter()
                     .any(|(m, path)| m == method && route_for(&served, path) == Some(template)),
                 "{method} {template} is served but not documented"
+            );
+        }
+    }
+
+    /// Every `$ref` in `value`.
+    fn references(value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                if let Some(serde_json::Value::String(target)) = fields.get("$ref") {
+                    found.push(target.clone());
+                }
+                fields.values().for_each(|v| references(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    /// The hand-written schemas and `ref(...)` bodies name components by hand: each must
+    /// exist.
+    #[test]
+    fn every_reference_resolves() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut found = Vec::new();
+        references(&doc, &mut found);
+        assert!(found.len() > 100);
+        for target in found {
+            let name = target.strip_prefix("#/components/schemas/").unwrap();
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{target} does not resolve"
             );
         }
     }

@@ -1207,7 +1207,9 @@ pub(crate) async fn get_secret(
     tag = "secrets",
     summary = "Erase a secret for good (204); with `events` in the body, appended in the same commit, the answer is 200 with the append answer.",
     params(StorePath, ("id" = String, Path, description = "The secret's id (URL-encoded).")),
-    request_body(content = Option<AppendBody>, content_type = "application/json", description = "Optional: events to append in the same commit (an append body without `secret`)."),
+    request_body(content = ref("#/components/schemas/AppendRequest"),
+        content_type = "application/json",
+        description = "Optional (an empty body is none): events to append in the same commit, as an append body without `secret`."),
     responses(
         (status = 200, description = "With events: the append answer; its `secret` is the deleted one.", body = AppendOut),
         (status = 204, description = "The secret is erased."),
@@ -1291,7 +1293,7 @@ pub(crate) async fn list_secrets(
     operation_id = "subscribe",
     tag = "events",
     summary = "Catch-up then live events as Server-Sent Events (`event: event`); a subscriber more than the server's --max-subscriber-lag events behind gets `event: lagged` and the stream ends, to be resumed with Last-Event-ID.",
-    params(StorePath, EventFilterQuery, SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (the last `id:` received); takes precedence over `afterPosition`.")),
+    params(StorePath, EventFilterQuery, SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this position (the last `id:` received); takes precedence over `afterPosition`.")),
     responses(
         (status = 200, description = "An endless stream: `id: <position>`, `event: event`, `data: <stored event JSON>` per event; `event: lagged` (data: `lastPosition`, `headPosition`, `lag`, `maxSubscriberLag`) ends it when the subscriber falls too far behind, `event: error` (data: the error body) when the store fails, `event: end` when the store closes; keep-alive comments every 15 s.", body = String, content_type = "text/event-stream"),
         (status = 400, description = "`invalid_request`: a malformed store name, parameter or `Last-Event-ID`.", body = ErrorBody),
