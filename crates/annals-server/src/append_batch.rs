@@ -19,40 +19,70 @@ use axum::response::IntoResponse;
 use axum::Json as JsonBody;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::Registry;
 use crate::routes::{body_bytes, count, ApiResult};
+use crate::wire::query::{EchoQuery, StorePath};
 use crate::wire::{self, parse_body, AppendBody};
 
 /// The most appends one batch may carry (API.md request limits).
 pub(crate) const MAX_APPENDS_PER_BATCH: usize = 1024;
 
-#[derive(Deserialize)]
+/// The body of `POST /events/batch`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = AppendBatchRequest)]
 struct BatchBody<'a> {
+    /// The appends, each exactly what `POST /events` takes (at most 1024). Each is read
+    /// on its own, so a malformed one refuses only itself.
     #[serde(borrow)]
+    #[schema(value_type = Vec<AppendBody>, max_items = 1024)]
     appends: Vec<&'a RawValue>,
 }
 
 /// One append's outcome: the status `POST /events` would have answered, and its body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = AppendOutcome)]
 struct Outcome<'a> {
+    /// 201, or the status of the refusal.
+    #[schema(minimum = 100, maximum = 599)]
     status: u16,
     body: OutcomeBody<'a>,
 }
 
-#[derive(Serialize)]
+/// The append answer (status 201) or the error body.
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = AppendOutcomeBody)]
 enum OutcomeBody<'a> {
     Appended(wire::AppendOut<'a>),
-    Refused(serde_json::Value),
+    Refused(ErrorBody),
 }
 
-#[derive(Serialize)]
+/// The answer of `POST /events/batch`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AppendBatchAnswer)]
 struct BatchOut<'a> {
+    /// One outcome per append, in request order.
     results: Vec<Outcome<'a>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/events/batch",
+    operation_id = "appendBatch",
+    tag = "events",
+    summary = "Several independent appends in one request; one result each.",
+    params(StorePath, EchoQuery),
+    request_body(content = BatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Each append's outcome, in request order: the batch is not a transaction.", body = BatchOut),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body (not `{\"appends\": [...]}`), more than 1024 appends.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: the body is larger than `maxBodyBytes`.", body = ErrorBody),
+    )
+)]
 pub(crate) async fn append_batch(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
@@ -100,7 +130,7 @@ pub(crate) async fn append_batch(
             }
             Err(e) => Outcome {
                 status: e.parts().0.as_u16(),
-                body: OutcomeBody::Refused(e.body()),
+                body: OutcomeBody::Refused(e.error_body()),
             },
         })
         .collect();

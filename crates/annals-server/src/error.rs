@@ -2,7 +2,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use annals_core::{Error, ExpectedVersion, StreamId};
 
@@ -173,12 +175,74 @@ impl ApiError {
 
     /// The API.md error body.
     pub fn body(&self) -> Value {
+        json!({ "error": self.error_body().error.fields() })
+    }
+
+    /// The API.md error body, as the type the OpenAPI document describes.
+    pub(crate) fn error_body(&self) -> ErrorBody {
         let (_, code, details) = self.parts();
-        let mut error = Map::new();
-        error.insert("code".into(), json!(code));
-        error.insert("message".into(), json!(self.to_string()));
-        error.extend(details);
-        json!({ "error": error })
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                details,
+            },
+        }
+    }
+}
+
+/// The body of every refusal (API.md "Errors"): `{"error": {"code", "message", ...}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: ErrorDetail,
+}
+
+impl ErrorBody {
+    /// A refusal without details.
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+                details: Map::new(),
+            },
+        }
+    }
+}
+
+/// The code, the message and the details of a refusal.
+#[derive(Debug, Clone, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// The API.md code, e.g. `invalid_request`, `store_not_found`, `version_conflict`,
+    /// `limit_exceeded`.
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+    /// Details that depend on the code: `field` and `reason` (`invalid_request`);
+    /// `aggregateId`, `aggregate`, `context`, `conflict`, `version`, `expectedVersion`,
+    /// `currentVersion` (`version_conflict`); `id` of the thing not found or in use;
+    /// `limit` and `max` (`limit_exceeded`); `line`, `byteOffset`, `imported`, `skipped`
+    /// (NDJSON imports); ...
+    #[serde(flatten)]
+    details: Map<String, Value>,
+}
+
+impl ErrorDetail {
+    /// Every field in one map.
+    fn fields(&self) -> Map<String, Value> {
+        let mut fields = self.details.clone();
+        fields.insert("code".into(), json!(self.code));
+        fields.insert("message".into(), json!(self.message));
+        fields
+    }
+}
+
+/// One object whose keys come in byte order, `code` and `message` among the details, as
+/// error bodies have always been written (they were built as a `serde_json::Map`).
+impl Serialize for ErrorDetail {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.fields().serialize(serializer)
     }
 }
 
@@ -214,7 +278,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        (status, axum::Json(self.body())).into_response()
+        (status, axum::Json(self.error_body())).into_response()
     }
 }
 
@@ -248,6 +312,5 @@ pub(crate) async fn json_errors(response: Response) -> Response {
         s if s.is_server_error() => "internal",
         _ => "invalid_request",
     };
-    let body = json!({"error": {"code": code, "message": message}});
-    (parts.status, axum::Json(body)).into_response()
+    (parts.status, axum::Json(ErrorBody::new(code, message))).into_response()
 }

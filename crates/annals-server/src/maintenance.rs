@@ -48,7 +48,8 @@ const DEFAULT_BATCH: usize = 1000;
 const MAX_BATCH: usize = annals_core::limits::MAX_EVENTS_PER_APPEND;
 
 /// `maintenanceMode`: whether the route freezes (and empties) the store around itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = MaintenanceMode, rename_all = "lowercase")]
 pub(crate) enum Mode {
     /// Nothing implicit (the default).
     Manual,
@@ -377,6 +378,26 @@ async fn import_event_lines(
 }
 
 /// `POST /v1/stores/{store}/events/import?onConflict=&batchSize=&expectedHead=&maintenanceMode=`
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/events/import",
+    operation_id = "importEvents",
+    tag = "maintenance",
+    summary = "Import NDJSON events, keeping ids, versions, timestamps (allowed while frozen).",
+    params(crate::wire::query::StorePath, crate::wire::query::ImportEventsQuery),
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "One stored event per line, as the export writes them (`id`, `aggregateId`, `aggregate`, `context`, `version`, `type`, `timestamp`, `payload`, `metadata`, `commitId`, `commitSequence`, `dispatched`; `position` is ignored); a last line without a newline is left for the next request. Not limited in size."
+    ),
+    responses(
+        (status = 200, description = "Every complete line is imported (or skipped).", body = crate::wire::ImportOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter, or a line that is not an event (details `line`, `byteOffset` of its first byte, `imported`, `skipped`: re-send the body from `byteOffset` to continue).", body = crate::error::ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = crate::error::ErrorBody),
+        (status = 409, description = "`version_conflict`, `duplicate_event_id` (with `onConflict=error`), `head_moved` (`expectedHead`), with `line`, `byteOffset`, `imported`, `skipped`; `already_frozen` with `maintenanceMode=auto`.", body = crate::error::ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `batchSize` above `maxImportBatchSize`, or a line longer than the line limit.", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn import_events(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
@@ -485,6 +506,26 @@ async fn import_secret_lines(
 /// `POST /v1/stores/{store}/secrets/import?onConflict=&batchSize=&maintenanceMode=`,
 /// routed through `/secrets/{id}` (a secret may be called `import`: its GET, PUT and
 /// DELETE stay on the `{id}` route).
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/secrets/import",
+    operation_id = "importSecrets",
+    tag = "maintenance",
+    summary = "Import NDJSON secrets, keeping idx and tombstones (allowed while frozen).",
+    params(crate::wire::query::StorePath, crate::wire::query::ImportSecretsQuery),
+    request_body(
+        content = String,
+        content_type = "application/x-ndjson",
+        description = "One secret per line: `{\"idx\"?, \"id\", \"secret\"}` (`secret: null` for a deleted one); a last line without a newline is left for the next request. Not limited in size."
+    ),
+    responses(
+        (status = 200, description = "Every complete line is imported (or skipped).", body = crate::wire::ImportOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter (`expectedHead` is for events only), or a line that is not a secret (details `line`, `byteOffset`, `imported`, `skipped`).", body = crate::error::ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = crate::error::ErrorBody),
+        (status = 409, description = "`secret_already_exists` (with `onConflict=error`), with `line`, `byteOffset`, `imported`, `skipped`; `already_frozen` with `maintenanceMode=auto`.", body = crate::error::ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `batchSize` above `maxImportBatchSize`, or a line longer than the line limit.", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn secrets_post(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
@@ -523,6 +564,19 @@ pub(crate) async fn secrets_post(
 
 /// `DELETE /v1/stores/{store}/events`: every event, stream, stream snapshot and
 /// dispatch mark goes; positions restart at 1.
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}/events",
+    operation_id = "clearEvents",
+    tag = "maintenance",
+    summary = "Delete every event, stream and stream snapshot; positions restart at 1.",
+    params(crate::wire::query::StorePath),
+    responses(
+        (status = 204, description = "The events are gone (secrets and keyed snapshots stay); allowed while frozen."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = crate::error::ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn clear_events(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
@@ -534,6 +588,19 @@ pub(crate) async fn clear_events(
 
 /// `DELETE /v1/stores/{store}/secrets`: every secret (and tombstone) goes; idx restarts
 /// at 0.
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}/secrets",
+    operation_id = "clearSecrets",
+    tag = "maintenance",
+    summary = "Delete every secret; idx restarts at 0.",
+    params(crate::wire::query::StorePath),
+    responses(
+        (status = 204, description = "The secrets are gone; allowed while frozen."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = crate::error::ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn clear_secrets(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,

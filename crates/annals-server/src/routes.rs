@@ -7,10 +7,11 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{self, MethodRouter};
 use axum::{Json as JsonBody, Router};
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
@@ -20,104 +21,156 @@ use annals_core::{
     ReadFrom, SecretQuery, StreamPageToken, StreamRead, Subscribe,
 };
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::registry::Registry;
-use crate::wire::{self, parse_body, AppendBody, Params};
+use crate::wire::query::{
+    EchoQuery, EventFilterQuery, ExportQuery, LatestSnapshotQuery, ListStreamsQuery,
+    PruneSnapshotsQuery, ReadQuery, ReadStreamQuery, SecretsQuery, SnapshotKeysQuery, StorePath,
+    StreamQuery, SubscribeQuery,
+};
+use crate::wire::{
+    self, parse_body, AppendBody, AppendOut, DeletedOut, EventsOut, ImportedOut, KeyedSnapshotBody,
+    KeyedSnapshotOut, KeyedSnapshotsIn, KeyedSnapshotsOut, Params, PositionsIn, ReadOut,
+    SecretBody, SecretOut, SecretsOut, SnapshotBody, SnapshotOut, SnapshotsOut, StoreCreated,
+    StoreOut, StreamInfoAnswer, StreamsOut,
+};
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// How often an idle subscription gets a keep-alive comment.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// A router that keeps the method and path of every route it is given, so that a test
+/// can compare them with the OpenAPI document both ways (axum cannot list its routes).
+struct Routes {
+    router: Router<Arc<Registry>>,
+    served: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        route: MethodRouter<Arc<Registry>>,
+    ) -> Self {
+        // Routes on one path merge into one `MethodRouter`.
+        self.router = self.router.route(path, route);
+        self.served.push((method, path));
+        self
+    }
+
+    fn get<H: Handler<T, Arc<Registry>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("get", path, routing::get(h))
+    }
+
+    fn put<H: Handler<T, Arc<Registry>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("put", path, routing::put(h))
+    }
+
+    fn post<H: Handler<T, Arc<Registry>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("post", path, routing::post(h))
+    }
+
+    /// A `POST` whose body is read as a stream, past the limit of JSON bodies.
+    fn post_streamed<H: Handler<T, Arc<Registry>>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+    ) -> Self {
+        self.add(
+            "post",
+            path,
+            routing::post(h).layer(DefaultBodyLimit::disable()),
+        )
+    }
+
+    fn delete<H: Handler<T, Arc<Registry>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add("delete", path, routing::delete(h))
+    }
+}
+
+/// Every route, with the handler that serves it.
+fn routes() -> Routes {
+    use crate::{append_batch, incremental, maintenance};
+    let routes = Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    };
+    routes
+        .get("/healthz", health)
+        .get("/metrics", metrics)
+        .get("/v1/openapi.json", openapi)
+        .put("/v1/stores/{store}", create_store)
+        .get("/v1/stores/{store}", describe)
+        .delete("/v1/stores/{store}", drop_store)
+        .post("/v1/stores/{store}/freeze", freeze)
+        .post("/v1/stores/{store}/unfreeze", unfreeze)
+        .post("/v1/stores/{store}/events", append)
+        .get("/v1/stores/{store}/events", read_all)
+        .delete("/v1/stores/{store}/events", maintenance::clear_events)
+        .post_streamed(
+            "/v1/stores/{store}/events/import",
+            maintenance::import_events,
+        )
+        .post(
+            "/v1/stores/{store}/events/batch",
+            append_batch::append_batch,
+        )
+        .post("/v1/stores/{store}/events/{id}/dispatched", mark_dispatched)
+        .post("/v1/stores/{store}/events/dispatched", mark_dispatched_at)
+        .get("/v1/stores/{store}/events/export", export)
+        .get("/v1/stores/{store}/streams", list_streams)
+        .get("/v1/stores/{store}/streams/info", stream_info)
+        .get("/v1/stores/{store}/streams/events", read_stream)
+        .post("/v1/stores/{store}/snapshots", save_stream_snapshot)
+        .get("/v1/stores/{store}/snapshots", list_stream_snapshots)
+        .delete("/v1/stores/{store}/snapshots", prune_stream_snapshots)
+        .get(
+            "/v1/stores/{store}/snapshots/latest",
+            latest_stream_snapshot,
+        )
+        .get("/v1/stores/{store}/snapshot-keys", list_snapshots)
+        .put("/v1/stores/{store}/snapshot-keys/{key}", save_snapshot)
+        .get("/v1/stores/{store}/snapshot-keys/{key}", load_snapshot)
+        .delete("/v1/stores/{store}/snapshot-keys/{key}", drop_snapshot)
+        // `/snapshot-keys/import`, routed here so that a key may be called `import`.
+        .post("/v1/stores/{store}/snapshot-keys/{key}", import_snapshots)
+        .get("/v1/stores/{store}/secrets", list_secrets)
+        .delete("/v1/stores/{store}/secrets", maintenance::clear_secrets)
+        .put("/v1/stores/{store}/secrets/{id}", set_secret)
+        .get("/v1/stores/{store}/secrets/{id}", get_secret)
+        .delete("/v1/stores/{store}/secrets/{id}", delete_secret)
+        // `/secrets/import`, routed here so that a secret may be called `import`.
+        .post("/v1/stores/{store}/secrets/{id}", maintenance::secrets_post)
+        .post("/v1/stores/{store}/imports", incremental::begin)
+        .get("/v1/stores/{store}/imports", incremental::list)
+        .delete("/v1/stores/{store}/imports", incremental::rollback_all)
+        .delete(
+            "/v1/stores/{store}/imports/{importId}",
+            incremental::rollback,
+        )
+        .post(
+            "/v1/stores/{store}/imports/{importId}/events",
+            incremental::push,
+        )
+        .post(
+            "/v1/stores/{store}/imports/{importId}/commit",
+            incremental::commit,
+        )
+        .get("/v1/stores/{store}/subscribe", subscribe)
+}
+
+/// The method (lower case) and path template of every route the router serves.
+#[cfg(test)]
+pub(crate) fn served_routes() -> Vec<(&'static str, &'static str)> {
+    routes().served
+}
+
 /// Every route of the server.
 pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { JsonBody(crate::openapi::document()) }),
-        )
-        .route(
-            "/v1/stores/{store}",
-            put(create_store).get(describe).delete(drop_store),
-        )
-        .route("/v1/stores/{store}/freeze", post(freeze))
-        .route("/v1/stores/{store}/unfreeze", post(unfreeze))
-        .route(
-            "/v1/stores/{store}/events",
-            post(append)
-                .get(read_all)
-                .delete(crate::maintenance::clear_events),
-        )
-        .route(
-            "/v1/stores/{store}/events/import",
-            post(crate::maintenance::import_events).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/stores/{store}/events/batch",
-            post(crate::append_batch::append_batch),
-        )
-        .route(
-            "/v1/stores/{store}/events/{id}/dispatched",
-            post(mark_dispatched),
-        )
-        .route(
-            "/v1/stores/{store}/events/dispatched",
-            post(mark_dispatched_at),
-        )
-        .route("/v1/stores/{store}/events/export", get(export))
-        .route("/v1/stores/{store}/streams", get(list_streams))
-        .route("/v1/stores/{store}/streams/info", get(stream_info))
-        .route("/v1/stores/{store}/streams/events", get(read_stream))
-        .route(
-            "/v1/stores/{store}/snapshots",
-            post(save_stream_snapshot)
-                .get(list_stream_snapshots)
-                .delete(prune_stream_snapshots),
-        )
-        .route(
-            "/v1/stores/{store}/snapshots/latest",
-            get(latest_stream_snapshot),
-        )
-        .route("/v1/stores/{store}/snapshot-keys", get(list_snapshots))
-        .route(
-            "/v1/stores/{store}/snapshot-keys/{key}",
-            put(save_snapshot)
-                .get(load_snapshot)
-                .delete(drop_snapshot)
-                .post(import_snapshots),
-        )
-        .route(
-            "/v1/stores/{store}/secrets",
-            get(list_secrets).delete(crate::maintenance::clear_secrets),
-        )
-        .route(
-            "/v1/stores/{store}/secrets/{id}",
-            put(set_secret)
-                .get(get_secret)
-                .delete(delete_secret)
-                .post(crate::maintenance::secrets_post),
-        )
-        .route(
-            "/v1/stores/{store}/imports",
-            post(crate::incremental::begin)
-                .get(crate::incremental::list)
-                .delete(crate::incremental::rollback_all),
-        )
-        .route(
-            "/v1/stores/{store}/imports/{importId}",
-            axum::routing::delete(crate::incremental::rollback),
-        )
-        .route(
-            "/v1/stores/{store}/imports/{importId}/events",
-            post(crate::incremental::push),
-        )
-        .route(
-            "/v1/stores/{store}/imports/{importId}/commit",
-            post(crate::incremental::commit),
-        )
-        .route("/v1/stores/{store}/subscribe", get(subscribe))
+    routes()
+        .router
         .fallback(|| async { ApiError::Store(Error::not_found("route", "no such route")) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -130,6 +183,34 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
             crate::metrics::track,
         ))
         .with_state(registry)
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health",
+    tag = "operations",
+    summary = "Liveness check: `ok`.",
+    responses(
+        (status = 200, description = "The server is up: `ok`.", body = String, content_type = "text/plain"),
+    )
+)]
+pub(crate) async fn health() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    summary = "This document.",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object),
+    )
+)]
+pub(crate) async fn openapi() -> JsonBody<&'static utoipa::openapi::OpenApi> {
+    JsonBody(crate::openapi::document())
 }
 
 /// The largest request body accepted (API.md: 16 MiB by default).
@@ -148,7 +229,17 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     })
 }
 
-async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus text metrics.",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format 0.0.4: appends, reads, subscribers, lag, latency histograms.", body = String, content_type = "text/plain"),
+    )
+)]
+pub(crate) async fn metrics(State(reg): State<Arc<Registry>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -169,42 +260,146 @@ pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
     counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn ok(status: StatusCode, body: Value) -> ApiResult {
+fn ok(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
     Ok((status, JsonBody(body)).into_response())
+}
+
+/// A body as a JSON `Value`: object keys in byte order, raw JSON documents re-parsed.
+fn to_value(body: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(body).map_err(|e| ApiError::from(Error::backend("server", e)))
 }
 
 fn no_content() -> ApiResult {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn create_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+#[utoipa::path(
+    put,
+    path = "/v1/stores/{store}",
+    operation_id = "createStore",
+    tag = "stores",
+    summary = "Create a store.",
+    params(StorePath),
+    responses(
+        (status = 201, description = "The store was created.", body = StoreCreated),
+        (status = 400, description = "`invalid_request`: not a store name.", body = ErrorBody),
+        (status = 409, description = "`store_already_exists`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_store(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+) -> ApiResult {
     reg.create(&store).await?;
     tracing::info!(%store, "store created");
-    ok(StatusCode::CREATED, json!({ "store": store }))
+    ok(StatusCode::CREATED, wire::StoreCreated { store: &store })
 }
 
-async fn drop_store(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}",
+    operation_id = "dropStore",
+    tag = "stores",
+    summary = "Delete a store and all its data.",
+    params(StorePath),
+    responses(
+        (status = 204, description = "The store and everything in it (events, snapshots, secrets, imports, freeze flag) are gone."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn drop_store(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+) -> ApiResult {
     reg.drop_store(&store).await?;
     tracing::info!(%store, "store dropped");
     no_content()
 }
 
-async fn describe(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}",
+    operation_id = "describeStore",
+    tag = "stores",
+    summary = "Counts, head position, freeze flag.",
+    params(StorePath),
+    responses(
+        (status = 200, description = "The store.", body = StoreOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn describe(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+) -> ApiResult {
     let d = reg.get(&store).await?.describe().await?;
     ok(StatusCode::OK, wire::description(&store, &d))
 }
 
-async fn freeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/freeze",
+    operation_id = "freeze",
+    tag = "stores",
+    summary = "Refuse writes.",
+    params(StorePath),
+    responses(
+        (status = 204, description = "The store is frozen: appends and secret changes answer 423."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 409, description = "`already_frozen`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn freeze(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+) -> ApiResult {
     reg.get(&store).await?.freeze().await?;
     no_content()
 }
 
-async fn unfreeze(State(reg): State<Arc<Registry>>, Path(store): Path<String>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/unfreeze",
+    operation_id = "unfreeze",
+    tag = "stores",
+    summary = "Accept writes again.",
+    params(StorePath),
+    responses(
+        (status = 204, description = "The store accepts writes."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 409, description = "`not_frozen`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unfreeze(
+    State(reg): State<Arc<Registry>>,
+    Path(store): Path<String>,
+) -> ApiResult {
     reg.get(&store).await?.unfreeze().await?;
     no_content()
 }
 
-async fn append(
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/events",
+    operation_id = "append",
+    tag = "events",
+    summary = "Append events atomically.",
+    params(StorePath, EchoQuery),
+    request_body(content = AppendBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The stored events in request order (an empty `events` stores nothing); a retry of a stored append answers its events with `retried: true`.", body = AppendOut),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`; `secret_not_found` for a `secret` to delete that is unknown or deleted.", body = ErrorBody),
+        (status = 409, description = "`version_conflict` (details `aggregateId`, `aggregate`, `context`, `version` or `expectedVersion`, `currentVersion`), `duplicate_event_id`, `secret_already_exists`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxBodyBytes`, `maxEventsPerAppend`.", body = ErrorBody),
+        (status = 423, description = "`store_frozen`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn append(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(query): RawQuery,
@@ -258,7 +453,21 @@ fn read_from(p: &Params) -> Result<ReadFrom, ApiError> {
     }
 }
 
-async fn read_all(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/events",
+    operation_id = "readEvents",
+    tag = "events",
+    summary = "Read events by position, filtered.",
+    params(StorePath, EventFilterQuery, ReadQuery),
+    responses(
+        (status = 200, description = "The matching events; `reverse=true&limit=1` is the latest one.", body = ReadOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter, `afterPosition` with `fromTimestamp`/`toTimestamp`, `cursor` with `afterPosition`.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxFilterValues` (a repeated parameter).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read_all(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -326,7 +535,22 @@ impl ExportState {
 /// earlier export's last line). With `maintenanceMode=auto` the store is frozen (409 `already_frozen` when it
 /// is) for as long as the body is being sent, and unfrozen when it ends, fails, or the
 /// client goes away.
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/events/export",
+    operation_id = "exportEvents",
+    tag = "maintenance",
+    summary = "Stored events as NDJSON.",
+    params(StorePath, ExportQuery),
+    responses(
+        (status = 200, description = "One stored event (as `GET /events` writes it) per line, in position order; a client interrupted after a line resumes with `afterPosition` = its `position`.", body = String, content_type = "application/x-ndjson",
+            headers(("X-Head-Position" = u64, description = "The newest position when the export started."))),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 409, description = "`already_frozen`: `maintenanceMode=auto` on a frozen store.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn export(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -402,7 +626,20 @@ async fn export(
         .into_response())
 }
 
-async fn mark_dispatched(
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/events/{id}/dispatched",
+    operation_id = "markDispatched",
+    tag = "events",
+    summary = "Mark an event dispatched.",
+    params(StorePath, ("id" = String, Path, description = "The event's id (URL-encoded).")),
+    responses(
+        (status = 204, description = "The event is marked dispatched."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`, `event_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn mark_dispatched(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
 ) -> ApiResult {
@@ -416,7 +653,22 @@ pub(crate) const MAX_DISPATCHED_POSITIONS: usize = annals_core::limits::MAX_EVEN
 /// `POST /events/dispatched` body `{"positions": [...]}` (extension): marks the events
 /// at these positions dispatched, all or nothing; `404 event_not_found` naming the first
 /// position that holds no event.
-async fn mark_dispatched_at(
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/events/dispatched",
+    operation_id = "markDispatchedAt",
+    tag = "events",
+    summary = "Mark the events at these positions dispatched, all or nothing (extension); 404 `event_not_found` naming a position that holds no event.",
+    params(StorePath),
+    request_body(content = PositionsIn, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Every event is marked dispatched."),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`; `event_not_found` (`id`: `position N`) for a position that holds no event: nothing is marked.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxBodyBytes`, `maxDispatchedPositions`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn mark_dispatched_at(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -435,7 +687,20 @@ async fn mark_dispatched_at(
     no_content()
 }
 
-async fn list_streams(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/streams",
+    operation_id = "listStreams",
+    tag = "streams",
+    summary = "List streams by first event.",
+    params(StorePath, ListStreamsQuery),
+    responses(
+        (status = 200, description = "A page of streams by (first timestamp, first position).", body = StreamsOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter, an unknown `startAfter`, `startAfter` with `pageToken`.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_streams(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -478,18 +743,30 @@ async fn list_streams(
         ));
     }
     let page = s.list_streams(query).await?;
-    let streams: Vec<Value> = page.streams.iter().map(wire::stream_info).collect();
     ok(
         StatusCode::OK,
-        json!({
-            "streams": streams,
-            "hasMore": page.next_page_token.is_some(),
-            "nextPageToken": page.next_page_token.map(|t| t.to_string()),
-        }),
+        wire::StreamsOut {
+            has_more: page.next_page_token.is_some(),
+            next_page_token: page.next_page_token.map(|t| t.to_string()),
+            streams: page.streams.iter().map(wire::stream_info).collect(),
+        },
     )
 }
 
-async fn stream_info(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/streams/info",
+    operation_id = "streamInfo",
+    tag = "streams",
+    summary = "One stream's version and positions (extension).",
+    params(StorePath, StreamQuery),
+    responses(
+        (status = 200, description = "The stream, or `null`.", body = StreamInfoAnswer),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn stream_info(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -499,11 +776,26 @@ async fn stream_info(
     let info = s.stream_info(&p.stream()).await?;
     ok(
         StatusCode::OK,
-        json!({ "stream": info.as_ref().map(wire::stream_info) }),
+        wire::StreamInfoAnswer {
+            stream: info.as_ref().map(wire::stream_info),
+        },
     )
 }
 
-async fn read_stream(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/streams/events",
+    operation_id = "readStream",
+    tag = "streams",
+    summary = "One stream's events by version (extension).",
+    params(StorePath, StreamQuery, ReadStreamQuery),
+    responses(
+        (status = 200, description = "The stream's events in the range.", body = EventsOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read_stream(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -528,7 +820,22 @@ async fn read_stream(
     .into_response())
 }
 
-async fn save_stream_snapshot(
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/snapshots",
+    operation_id = "saveStreamSnapshot",
+    tag = "snapshots",
+    summary = "Save a stream snapshot.",
+    params(StorePath),
+    request_body(content = SnapshotBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The snapshot, with its id and timestamp filled in.", body = SnapshotOut),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: the body is larger than `maxBodyBytes`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn save_stream_snapshot(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     body: Result<Bytes, BytesRejection>,
@@ -560,7 +867,20 @@ async fn save_stream_snapshot(
 
 /// `GET /snapshots?aggregateId=&aggregate=&context=` (extension): every snapshot of
 /// the stream (absent `aggregate`/`context` = null), oldest save first.
-async fn list_stream_snapshots(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/snapshots",
+    operation_id = "listStreamSnapshots",
+    tag = "snapshots",
+    summary = "Every snapshot of one stream, oldest save first: `{\"snapshots\": [...]}` (extension).",
+    params(StorePath, StreamQuery),
+    responses(
+        (status = 200, description = "The stream's snapshots.", body = SnapshotsOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_stream_snapshots(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -571,11 +891,28 @@ async fn list_stream_snapshots(
         return Err(ApiError::invalid("aggregateId", "is required"));
     }
     let snapshots = s.list_stream_snapshots(&p.stream()).await?;
-    let snapshots: Vec<_> = snapshots.iter().map(wire::stream_snapshot).collect();
-    Ok(JsonBody(json!({ "snapshots": snapshots })).into_response())
+    let answer = wire::SnapshotsOut {
+        snapshots: snapshots.iter().map(wire::stream_snapshot).collect(),
+    };
+    // Through a `Value`, as this answer has always been written: its keys sorted and its
+    // `data` re-serialised (so not byte for byte, unlike `/snapshots/latest`).
+    ok(StatusCode::OK, to_value(answer)?)
 }
 
-async fn latest_stream_snapshot(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/snapshots/latest",
+    operation_id = "latestStreamSnapshot",
+    tag = "snapshots",
+    summary = "The newest snapshot at or below a version.",
+    params(StorePath, StreamQuery, LatestSnapshotQuery),
+    responses(
+        (status = 200, description = "The snapshot with the greatest `streamVersion` at or below `maxStreamVersion`; of equal ones, the last written.", body = SnapshotOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`, `snapshot_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn latest_stream_snapshot(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -592,7 +929,20 @@ async fn latest_stream_snapshot(
     }
 }
 
-async fn prune_stream_snapshots(
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}/snapshots",
+    operation_id = "pruneStreamSnapshots",
+    tag = "snapshots",
+    summary = "Keep the newest N snapshots of a stream.",
+    params(StorePath, StreamQuery, PruneSnapshotsQuery),
+    responses(
+        (status = 200, description = "How many snapshots were deleted.", body = DeletedOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn prune_stream_snapshots(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -601,10 +951,25 @@ async fn prune_stream_snapshots(
     let p = Params::parse_query(q.as_deref())?;
     let keep: usize = p.parse("keep")?.unwrap_or(0);
     let deleted = s.prune_stream_snapshots(&p.stream(), keep).await?;
-    ok(StatusCode::OK, json!({ "deleted": deleted }))
+    ok(StatusCode::OK, wire::DeletedOut { deleted })
 }
 
-async fn save_snapshot(
+#[utoipa::path(
+    put,
+    path = "/v1/stores/{store}/snapshot-keys/{key}",
+    operation_id = "saveSnapshot",
+    tag = "snapshots",
+    summary = "Save a keyed snapshot.",
+    params(StorePath, ("key" = String, Path, description = "The snapshot's key (URL-encoded), at most 256 bytes.")),
+    request_body(content = KeyedSnapshotBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "The snapshot is stored (replacing the key's previous one)."),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: the body is larger than `maxBodyBytes`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn save_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -623,7 +988,20 @@ pub(crate) const MAX_SNAPSHOT_PAGE: u64 = 1000;
 /// `GET /snapshot-keys?startAfter=&limit=` (extension): keyed snapshots in bytewise key
 /// order, at most `limit` (default and maximum [`MAX_SNAPSHOT_PAGE`]); `nextStartAfter` is
 /// the last key when more may follow.
-async fn list_snapshots(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/snapshot-keys",
+    operation_id = "listSnapshots",
+    tag = "snapshots",
+    summary = "Keyed snapshots in bytewise key order, paged with startAfter and limit: `{\"snapshots\": [{\"key\", \"content\", \"timestamp\"}], \"nextStartAfter\"}` (extension).",
+    params(StorePath, SnapshotKeysQuery),
+    responses(
+        (status = 200, description = "A page of keyed snapshots.", body = KeyedSnapshotsOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_snapshots(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -643,10 +1021,12 @@ async fn list_snapshots(
     let next = (limit > 0 && snapshots.len() as u64 == limit)
         .then(|| snapshots.last().map(|s| s.key.clone()))
         .flatten();
-    let snapshots: Vec<Value> = snapshots.iter().map(wire::keyed_snapshot).collect();
     ok(
         StatusCode::OK,
-        json!({ "snapshots": snapshots, "nextStartAfter": next }),
+        wire::KeyedSnapshotsOut {
+            next_start_after: next,
+            snapshots: snapshots.iter().map(wire::keyed_snapshot).collect(),
+        },
     )
 }
 
@@ -654,7 +1034,22 @@ async fn list_snapshots(
 /// (extension) → `{"imported": n}`: keeps the timestamps, replaces snapshots with the
 /// same keys, all or nothing; allowed while frozen. Routed through `/snapshot-keys/{key}`
 /// so that a key may be called `import` (its GET, PUT and DELETE stay there).
-async fn import_snapshots(
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/snapshot-keys/import",
+    operation_id = "importSnapshots",
+    tag = "snapshots",
+    summary = "Store keyed snapshots keeping their timestamps, replacing same keys, all or nothing; allowed while frozen: `{\"imported\": n}` (extension).",
+    params(StorePath),
+    request_body(content = KeyedSnapshotsIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every snapshot is stored.", body = ImportedOut),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: the body is larger than `maxBodyBytes`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn import_snapshots(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -662,10 +1057,10 @@ async fn import_snapshots(
     if key != "import" {
         return Ok((
             StatusCode::METHOD_NOT_ALLOWED,
-            JsonBody(json!({"error": {
-                "code": "method_not_allowed",
-                "message": "POST is only defined for /snapshot-keys/import",
-            }})),
+            JsonBody(ErrorBody::new(
+                "method_not_allowed",
+                "POST is only defined for /snapshot-keys/import",
+            )),
         )
             .into_response());
     }
@@ -673,10 +1068,23 @@ async fn import_snapshots(
     let s = reg.get(&store).await?;
     let b: wire::KeyedSnapshotsIn = parse_body(&body)?;
     let imported = s.import_snapshots(b.into_snapshots()).await?;
-    ok(StatusCode::OK, json!({ "imported": imported }))
+    ok(StatusCode::OK, wire::ImportedOut { imported })
 }
 
-async fn load_snapshot(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/snapshot-keys/{key}",
+    operation_id = "loadSnapshot",
+    tag = "snapshots",
+    summary = "Load a keyed snapshot.",
+    params(StorePath, ("key" = String, Path, description = "The snapshot's key (URL-encoded).")),
+    responses(
+        (status = 200, description = "The snapshot.", body = KeyedSnapshotOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`, `snapshot_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn load_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
 ) -> ApiResult {
@@ -686,7 +1094,20 @@ async fn load_snapshot(
     }
 }
 
-async fn drop_snapshot(
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}/snapshot-keys/{key}",
+    operation_id = "dropSnapshot",
+    tag = "snapshots",
+    summary = "Delete a keyed snapshot.",
+    params(StorePath, ("key" = String, Path, description = "The snapshot's key (URL-encoded).")),
+    responses(
+        (status = 204, description = "The snapshot is gone."),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`, `snapshot_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn drop_snapshot(
     State(reg): State<Arc<Registry>>,
     Path((store, key)): Path<(String, String)>,
 ) -> ApiResult {
@@ -697,7 +1118,24 @@ async fn drop_snapshot(
     }
 }
 
-async fn set_secret(
+#[utoipa::path(
+    put,
+    path = "/v1/stores/{store}/secrets/{id}",
+    operation_id = "setSecret",
+    tag = "secrets",
+    summary = "Store a secret under a new id; with `events`, appended in the same commit (the answer then also carries `commitId`, `events`, `headPosition`).",
+    params(StorePath, ("id" = String, Path, description = "The secret's id (URL-encoded), never used before in the store.")),
+    request_body(content = SecretBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The secret is stored (with the events, when the body has some).", body = wire::SetSecretOut),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 409, description = "`secret_already_exists` (ids are never reused); with events, `version_conflict`, `duplicate_event_id`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxBodyBytes`, `maxEventsPerAppend`.", body = ErrorBody),
+        (status = 423, description = "`store_frozen`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_secret(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -709,7 +1147,10 @@ async fn set_secret(
         let secret = s.set_secret(&id, &b.secret).await?;
         return ok(
             StatusCode::CREATED,
-            json!({"id": secret.id, "idx": secret.idx}),
+            wire::SecretStored {
+                id: &secret.id,
+                idx: secret.idx,
+            },
         );
     }
     // One append stores the secret and the events: both, or neither.
@@ -725,29 +1166,65 @@ async fn set_secret(
                 std::io::Error::other("the store did not report the secret it stored"),
             ))
         })?;
-    let mut answer = serde_json::to_value(wire::AppendOut::new(&result, true))
-        .map_err(|e| ApiError::from(Error::backend("server", e)))?;
-    if let Some(fields) = answer.as_object_mut() {
-        fields.remove("secret");
-        fields.insert("id".into(), json!(id));
-        fields.insert("idx".into(), json!(idx));
-    }
-    ok(StatusCode::CREATED, answer)
+    let answer = wire::SecretAppendOut {
+        append: wire::AppendOut {
+            secret: None,
+            ..wire::AppendOut::new(&result, true)
+        },
+        id: &id,
+        idx,
+    };
+    // Through a `Value`, as this answer has always been written: its keys sorted and the
+    // events' payloads re-serialised (so not byte for byte, unlike `POST /events`).
+    ok(StatusCode::CREATED, to_value(answer)?)
 }
 
-async fn get_secret(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/secrets/{id}",
+    operation_id = "getSecret",
+    tag = "secrets",
+    summary = "Read a secret.",
+    params(StorePath, ("id" = String, Path, description = "The secret's id (URL-encoded).")),
+    responses(
+        (status = 200, description = "The secret (`secret: null` once deleted).", body = SecretOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`, `secret_not_found`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_secret(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
 ) -> ApiResult {
     match reg.get(&store).await?.get_secret(&id).await? {
-        Some(secret) => ok(StatusCode::OK, wire::secret(&secret)),
+        Some(secret) => ok(StatusCode::OK, wire::SecretOut::new(&secret)),
         None => Err(Error::not_found("secret", id).into()),
     }
 }
 
 /// `DELETE /secrets/{id}`: `204`, or with `events` in the body (appended in the same
 /// commit as the deletion) `200` with the append answer.
-async fn delete_secret(
+#[utoipa::path(
+    delete,
+    path = "/v1/stores/{store}/secrets/{id}",
+    operation_id = "deleteSecret",
+    tag = "secrets",
+    summary = "Erase a secret for good (204); with `events` in the body, appended in the same commit, the answer is 200 with the append answer.",
+    params(StorePath, ("id" = String, Path, description = "The secret's id (URL-encoded).")),
+    request_body(content = ref("#/components/schemas/AppendRequest"),
+        content_type = "application/json",
+        description = "Optional (an empty body is none): events to append in the same commit, as an append body without `secret`."),
+    responses(
+        (status = 200, description = "With events: the append answer; its `secret` is the deleted one.", body = AppendOut),
+        (status = 204, description = "The secret is erased."),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or body.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`; `secret_not_found` when the secret is unknown or already deleted (nothing is appended then).", body = ErrorBody),
+        (status = 409, description = "With events: `version_conflict`, `duplicate_event_id`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxBodyBytes`, `maxEventsPerAppend`.", body = ErrorBody),
+        (status = 423, description = "`store_frozen`.", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_secret(
     State(reg): State<Arc<Registry>>,
     Path((store, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
@@ -763,10 +1240,10 @@ async fn delete_secret(
         Some(b) if b.has_events() => {
             let result = s.append(b.into_deletion(id)?).await?;
             count_append(&reg, &result);
+            // Through a `Value`, as this answer has always been written (see `set_secret`).
             ok(
                 StatusCode::OK,
-                serde_json::to_value(wire::AppendOut::new(&result, true))
-                    .map_err(|e| ApiError::from(Error::backend("server", e)))?,
+                to_value(wire::AppendOut::new(&result, true))?,
             )
         }
         _ => {
@@ -776,7 +1253,21 @@ async fn delete_secret(
     }
 }
 
-async fn list_secrets(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/secrets",
+    operation_id = "listSecrets",
+    tag = "secrets",
+    summary = "Secrets by index.",
+    params(StorePath, SecretsQuery),
+    responses(
+        (status = 200, description = "The matching secrets by `idx`.", body = SecretsOut),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxFilterValues` (repeated `id`).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_secrets(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -792,11 +1283,29 @@ async fn list_secrets(
             include_deleted: p.flag("includeDeleted")?.unwrap_or(false),
         })
         .await?;
-    let secrets: Vec<Value> = secrets.iter().map(wire::secret).collect();
-    ok(StatusCode::OK, json!({ "secrets": secrets }))
+    ok(
+        StatusCode::OK,
+        wire::SecretsOut {
+            secrets: secrets.iter().map(wire::SecretOut::new).collect(),
+        },
+    )
 }
 
-async fn subscribe(
+#[utoipa::path(
+    get,
+    path = "/v1/stores/{store}/subscribe",
+    operation_id = "subscribe",
+    tag = "events",
+    summary = "Catch-up then live events as Server-Sent Events (`event: event`); a subscriber more than the server's --max-subscriber-lag events behind gets `event: lagged` and the stream ends, to be resumed with Last-Event-ID.",
+    params(StorePath, EventFilterQuery, SubscribeQuery, ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this position (the last `id:` received); takes precedence over `afterPosition`.")),
+    responses(
+        (status = 200, description = "An endless stream: `id: <position>`, `event: event`, `data: <stored event JSON>` per event; `event: lagged` (data: `lastPosition`, `headPosition`, `lag`, `maxSubscriberLag`) ends it when the subscriber falls too far behind, `event: error` (data: the error body) when the store fails, `event: end` when the store closes; keep-alive comments every 15 s.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`invalid_request`: a malformed store name, parameter or `Last-Event-ID`.", body = ErrorBody),
+        (status = 404, description = "`store_not_found`.", body = ErrorBody),
+        (status = 413, description = "`limit_exceeded`: `maxFilterValues` (a repeated parameter).", body = ErrorBody),
+    )
+)]
+pub(crate) async fn subscribe(
     State(reg): State<Arc<Registry>>,
     Path(store): Path<String>,
     RawQuery(q): RawQuery,
@@ -914,11 +1423,12 @@ fn sse_events(
                         count(&reg.metrics.subscriptions_lagged, 1);
                         return Some((Ok(lagged), None));
                     }
-                    let data = serde_json::to_string(&wire::EventOut(&e)).unwrap_or_else(|err| {
-                        ApiError::Store(Error::invalid("event", err.to_string()))
-                            .body()
-                            .to_string()
-                    });
+                    let data =
+                        serde_json::to_string(&wire::EventOut::new(&e)).unwrap_or_else(|err| {
+                            ApiError::Store(Error::invalid("event", err.to_string()))
+                                .body()
+                                .to_string()
+                        });
                     open.sent();
                     return Some((
                         Ok(Event::default()
