@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
 use axum::{Json as JsonBody, Router};
 use futures::{Stream, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use annals_core::{
     Cursor, Direction, Error, EventFilter, EventStream, ListStreams, NewStreamSnapshot, ReadAll,
@@ -262,11 +262,6 @@ pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
 
 fn ok(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
     Ok((status, JsonBody(body)).into_response())
-}
-
-/// A body as a JSON `Value`: object keys in byte order, raw JSON documents re-parsed.
-fn to_value(body: impl serde::Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(body).map_err(|e| ApiError::from(Error::backend("server", e)))
 }
 
 fn no_content() -> ApiResult {
@@ -894,9 +889,8 @@ pub(crate) async fn list_stream_snapshots(
     let answer = wire::SnapshotsOut {
         snapshots: snapshots.iter().map(wire::stream_snapshot).collect(),
     };
-    // Through a `Value`, as this answer has always been written: its keys sorted and its
-    // `data` re-serialised (so not byte for byte, unlike `/snapshots/latest`).
-    ok(StatusCode::OK, to_value(answer)?)
+    // Written directly: `data` goes out byte for byte, as everywhere else.
+    ok(StatusCode::OK, answer)
 }
 
 #[utoipa::path(
@@ -1174,9 +1168,8 @@ pub(crate) async fn set_secret(
         id: &id,
         idx,
     };
-    // Through a `Value`, as this answer has always been written: its keys sorted and the
-    // events' payloads re-serialised (so not byte for byte, unlike `POST /events`).
-    ok(StatusCode::CREATED, to_value(answer)?)
+    // Written directly: payloads go out byte for byte, as from `POST /events`.
+    ok(StatusCode::CREATED, answer)
 }
 
 #[utoipa::path(
@@ -1240,11 +1233,7 @@ pub(crate) async fn delete_secret(
         Some(b) if b.has_events() => {
             let result = s.append(b.into_deletion(id)?).await?;
             count_append(&reg, &result);
-            // Through a `Value`, as this answer has always been written (see `set_secret`).
-            ok(
-                StatusCode::OK,
-                to_value(wire::AppendOut::new(&result, true))?,
-            )
+            ok(StatusCode::OK, wire::AppendOut::new(&result, true))
         }
         _ => {
             s.delete_secret(&id).await?;

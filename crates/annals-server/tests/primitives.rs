@@ -636,3 +636,58 @@ async fn brief_append_answers_leave_out_what_was_sent() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     server.stop().await;
 }
+
+/// The raw text of an answer.
+async fn raw(s: &Running, method: Method, path: &str, body: &str) -> (StatusCode, String) {
+    let r = s
+        .http
+        .request(method, format!("{}{path}", s.url))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// Payloads and snapshot data go out byte for byte (API.md: "returned verbatim") from
+/// every answer that carries them, not only from `POST /events` and `GET /events`.
+#[tokio::test]
+async fn answers_with_events_or_snapshots_keep_their_bytes() {
+    let s = start().await;
+    let payload = r#"{"b":1,"a":[1.0, 1e2]}"#;
+    let (status, text) = raw(
+        &s,
+        Method::PUT,
+        "/v1/stores/s/secrets/k1",
+        &format!(
+            r#"{{"secret":"x","events":[{{"aggregateId":"a","type":"T","payload":{payload}}}]}}"#
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert!(text.contains(payload), "PUT secret with events: {text}");
+    let (status, text) = raw(
+        &s,
+        Method::DELETE,
+        "/v1/stores/s/secrets/k1",
+        &format!(r#"{{"events":[{{"aggregateId":"a","type":"T","payload":{payload}}}]}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains(payload), "DELETE secret with events: {text}");
+
+    let data = r#"{"z":1, "y":2.50}"#;
+    let (status, text) = raw(
+        &s,
+        Method::POST,
+        "/v1/stores/s/snapshots",
+        &format!(r#"{{"aggregateId":"a","streamVersion":1,"data":{data}}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let (status, text) = raw(&s, Method::GET, "/v1/stores/s/snapshots?aggregateId=a", "").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains(data), "GET /snapshots: {text}");
+    s.stop().await;
+}
