@@ -16,8 +16,8 @@ use tokio::io::{AsyncSeekExt, AsyncWrite, BufReader};
 use annals_core::{Cursor, Error, EventStore, Json, OnConflict, StreamId, Timestamp};
 use annals_maintenance::{
     copy_with_progress, export_events, export_secrets, import_events, import_secrets,
-    incremental_import, CopyOptions, ExportOptions, ImportOptions, ImportProgress, IncomingEvent,
-    MaintenanceMode, SecretsImportOptions,
+    incremental_import, CopyOptions, ExportOptions, ImportOptions, IncomingEvent, MaintenanceMode,
+    SecretsImportOptions,
 };
 
 use crate::Failure;
@@ -381,12 +381,7 @@ pub(crate) async fn import(args: ImportArgs, remote: &Remote<'_>) -> Result<(), 
         ..ImportOptions::default()
     };
     let started = std::time::Instant::now();
-    let mut last = ImportProgress {
-        byte_offset: args.from_offset,
-        ..ImportProgress::default()
-    };
     let result = import_events(&store, reader, options, |p| {
-        last = *p;
         bar.set_position(p.byte_offset);
         let rate = p.imported as f64 / started.elapsed().as_secs_f64().max(1e-3);
         bar.set_message(format!("{} events, {rate:.0} events/s", p.imported));
@@ -413,10 +408,11 @@ pub(crate) async fn import(args: ImportArgs, remote: &Remote<'_>) -> Result<(), 
             Ok(())
         }
         Err(e) => {
-            let mut failure = Failure::from(e);
+            let stopped = e.progress;
+            let mut failure = Failure::from(Error::from(e));
             failure.message = format!(
                 "{}\nannals: {} event(s) imported before it; resume with --from-offset {}",
-                failure.message, last.imported, last.byte_offset
+                failure.message, stopped.imported, stopped.byte_offset
             );
             Err(failure)
         }
@@ -511,7 +507,7 @@ pub(crate) async fn secrets(action: SecretsAction, remote: &Remote<'_>) -> Resul
             };
             let done = import_secrets(&store, reader, options).await;
             let _ = store.close().await;
-            let done = done?;
+            let done = done.map_err(Error::from)?;
             println!(
                 "imported {} secret(s), skipped {}; byte offset {}",
                 done.imported, done.skipped, done.byte_offset
