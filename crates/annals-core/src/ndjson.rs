@@ -266,12 +266,12 @@ struct EventLine<'a> {
     #[serde(borrow)]
     aggregate_id: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
-    aggregate: Option<std::borrow::Cow<'a, str>>,
+    aggregate: Option<Borrowed<'a>>,
     #[serde(default, borrow)]
-    context: Option<std::borrow::Cow<'a, str>>,
+    context: Option<Borrowed<'a>>,
     version: u64,
     #[serde(rename = "type", default, borrow)]
-    event_type: Option<std::borrow::Cow<'a, str>>,
+    event_type: Option<Borrowed<'a>>,
     timestamp: Timestamp,
     #[serde(default, borrow)]
     payload: Option<&'a RawValue>,
@@ -291,6 +291,32 @@ struct EventLine<'a> {
     payload_raw: Option<String>,
     #[serde(default)]
     metadata_raw: Option<String>,
+}
+
+/// A string borrowed from the line unless it has escapes. (`#[serde(borrow)]` borrows
+/// only a bare `Cow` field; inside an `Option`, serde's `Cow` copies every string.)
+struct Borrowed<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Borrowed<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor(std::marker::PhantomData))
+    }
 }
 
 fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<String>) -> Json {
@@ -331,12 +357,12 @@ pub fn decode_event(line: &[u8]) -> Result<RecordedEvent> {
         position: w.position.unwrap_or(0),
         id: w.id.as_ref().into(),
         stream: StreamId {
-            context: w.context.map(|c| c.into_owned()).unwrap_or_default(),
-            aggregate: w.aggregate.map(|c| c.into_owned()).unwrap_or_default(),
+            context: w.context.map(|c| c.0.into_owned()).unwrap_or_default(),
+            aggregate: w.aggregate.map(|c| c.0.into_owned()).unwrap_or_default(),
             id: w.aggregate_id.into_owned(),
         },
         version: w.version,
-        event_type: w.event_type.as_deref().unwrap_or_default().into(),
+        event_type: w.event_type.as_ref().map_or("", |t| &t.0).into(),
         timestamp: w.timestamp,
         payload: document(w.payload, w.payload_padding, w.payload_raw),
         metadata: document(w.metadata, w.metadata_padding, w.metadata_raw),
@@ -358,8 +384,7 @@ fn checked_text(line: &[u8]) -> Result<&str> {
             ),
         )
     })?;
-    let depth = crate::limits::nesting_depth(line);
-    if depth > MAX_LINE_DEPTH {
+    if let Some(depth) = crate::limits::depth_above(line, MAX_LINE_DEPTH) {
         return Err(Error::invalid(
             "line",
             format!(
@@ -610,7 +635,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 if available.is_empty() {
                     break;
                 }
-                let (take, found) = match available.iter().position(|&b| b == b'\n') {
+                let (take, found) = match memchr::memchr(b'\n', available) {
                     Some(i) => (i + 1, true),
                     None => (available.len(), false),
                 };
@@ -701,6 +726,26 @@ mod tests {
             assert_eq!(v["position"], 3);
             assert_eq!(decode_event(&line[..line.len() - 1]).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn optional_strings_with_and_without_escapes() {
+        let line = br#"{"id":"e","aggregateId":"s","aggregate":"a\"b","context":"ctx","version":1,"type":"T\u0041","timestamp":0,"commitId":"c"}"#;
+        let e = decode_event(line).unwrap();
+        assert_eq!(
+            (e.stream.aggregate.as_str(), e.stream.context.as_str()),
+            ("a\"b", "ctx")
+        );
+        assert_eq!(&*e.event_type, "TA");
+        let bare = decode_event(br#"{"id":"e","aggregateId":"s","aggregate":null,"version":1,"timestamp":0,"commitId":"c"}"#).unwrap();
+        assert_eq!(
+            (bare.stream.aggregate.as_str(), &*bare.event_type),
+            ("", "")
+        );
+        assert!(decode_event(
+            br#"{"id":"e","aggregateId":"s","type":5,"version":1,"timestamp":0,"commitId":"c"}"#
+        )
+        .is_err());
     }
 
     #[test]
