@@ -46,7 +46,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::limits::{check_json, check_name, check_text, MAX_EVENTS_PER_APPEND};
+use crate::limits::{check_document, check_name, check_text, MAX_EVENTS_PER_APPEND};
 use crate::model::{Position, RecordedEvent, StreamId, Version};
 use crate::store::{ImportBatch, OnConflict, Secret, SecretImport};
 
@@ -141,8 +141,8 @@ fn validate_fields(e: &RecordedEvent) -> Result<()> {
     check_name("stream.context", &e.stream.context, false)?;
     check_name("type", &e.event_type, false)?;
     check_name("commit_id", &e.commit_id, true)?;
-    check_json("payload", e.payload.as_bytes())?;
-    check_json("metadata", e.metadata.as_bytes())?;
+    check_document("payload", &e.payload)?;
+    check_document("metadata", &e.metadata)?;
     if e.version == 0 {
         return Err(Error::invalid(
             "version",

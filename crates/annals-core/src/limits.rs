@@ -97,6 +97,15 @@ pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// [`check_json`] of a document, skipped when core has already proven it (a document
+/// the NDJSON decoder took verbatim from a line that passed the same checks).
+pub(crate) fn check_document(field: &str, json: &crate::model::Json) -> Result<()> {
+    if json.is_checked() {
+        return Ok(());
+    }
+    check_json(field, json.as_bytes())
+}
+
 /// What makes `bytes` unacceptable as a JSON document, if anything (size aside).
 pub(crate) fn json_problem(bytes: &[u8]) -> Option<String> {
     // serde_json checks neither UTF-8 inside strings nor nesting depth when it only

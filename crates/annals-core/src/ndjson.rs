@@ -319,6 +319,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
     }
 }
 
+/// A line's document: the exact text (`…Raw`), the padded core (`…Padding`), or the
+/// core as it stands in the line. Only called on a line that passed [`checked_text`]:
+/// a document taken verbatim from it (not longer than a document may be) is then
+/// proven valid JSON — serde_json skipped over it with the same parser
+/// [`crate::limits::check_json`] uses, the line is UTF-8, and the line's nesting limit
+/// is the documents' plus one for the line's own object — so validation does not parse
+/// it again. Padding and raw text are not proven.
 fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<String>) -> Json {
     if let Some(exact) = exact {
         return Json::from_raw(exact);
@@ -331,6 +338,9 @@ fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<
             s.push_str(core);
             s.push_str(&trail);
             Json::from_raw(s)
+        }
+        None if core.len() <= MAX_JSON_BYTES => {
+            Json::checked(bytes::Bytes::copy_from_slice(core.as_bytes()))
         }
         None => Json::from_raw(bytes::Bytes::copy_from_slice(core.as_bytes())),
     }
@@ -746,6 +756,23 @@ mod tests {
             br#"{"id":"e","aggregateId":"s","type":5,"version":1,"timestamp":0,"commitId":"c"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn only_documents_taken_verbatim_from_the_line_skip_validation() {
+        let plain = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{"a":[1]}}"#).unwrap();
+        assert!(plain.payload.is_checked() && plain.metadata.is_checked());
+        crate::import::validate_event(0, &plain).unwrap();
+        // Padding is not proven: non-whitespace in it is still refused.
+        let padded = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{},"payloadPadding":["x",""]}"#).unwrap();
+        assert!(!padded.payload.is_checked());
+        let err = crate::import::validate_event(3, &padded).unwrap_err();
+        assert!(err.to_string().contains("events[3].payload"), "{err}");
+        let raw = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{},"metadataRaw":"{oops"}"#).unwrap();
+        assert!(!raw.metadata.is_checked());
+        assert!(crate::import::validate_event(0, &raw).is_err());
+        // Equality ignores the mark.
+        assert_eq!(plain.payload, Json::from_raw(r#"{"a":[1]}"#));
     }
 
     #[test]
