@@ -71,6 +71,9 @@ pub use memory::MemoryChannel;
 pub use rate::RateLimiter;
 
 /// One message on a channel.
+// Nearly every message is a notification: boxing its event to shrink the rare
+// `AggregateExists` would cost an allocation per published event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A recorded event (castore's `NotificationMessage`).

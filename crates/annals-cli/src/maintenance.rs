@@ -614,10 +614,11 @@ async fn import_into(
             Ok(())
         }
         Some(Err(e)) => {
-            let mut failure = Failure::from(name_the_field(e, args.file.as_ref()));
+            let stopped = e.progress;
+            let mut failure = Failure::from(name_the_field(Error::from(e), args.file.as_ref()));
             failure.message = format!(
                 "{}; {} event(s) imported before it; resume with --from-offset {}",
-                failure.message, last.imported, last.byte_offset
+                failure.message, stopped.imported, stopped.byte_offset
             );
             Err(failure)
         }
@@ -921,7 +922,17 @@ pub(crate) async fn secrets(
                     .await;
                 bar.finish_and_clear();
                 let done = match outcome {
-                    Some(result) => result.map_err(|e| name_the_field(e, file.as_ref()))?,
+                    Some(Ok(done)) => done,
+                    Some(Err(e)) => {
+                        let stopped = e.progress;
+                        let mut failure =
+                            Failure::from(name_the_field(Error::from(e), file.as_ref()));
+                        failure.message = format!(
+                            "{}; {} secret(s) imported before it; resume with --from-offset {}",
+                            failure.message, stopped.imported, stopped.byte_offset
+                        );
+                        return Err(failure);
+                    }
                     None => {
                         let settled = settle(&store, maintenance_mode, frozen_before).await;
                         return Err(abandoned(

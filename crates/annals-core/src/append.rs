@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::limits::{check_json, check_name, check_text, MAX_EVENTS_PER_APPEND};
+use crate::limits::{check_document, check_name, check_text, MAX_EVENTS_PER_APPEND};
 use crate::model::{Position, ProposedEvent, RecordedEvent, StreamId, Text, Timestamp, Version};
 use crate::store::{AppendRequest, Secret, SecretChange};
 
@@ -131,14 +131,10 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
                 }
             }
             named(check_name("", &event.event_type, false), || field("type"))?;
-            named(check_json("", event.payload.as_bytes()), || {
-                field("payload")
-            })
-            .map_err(|e| in_stream(e, s))?;
-            named(check_json("", event.metadata.as_bytes()), || {
-                field("metadata")
-            })
-            .map_err(|e| in_stream(e, s))?;
+            named(check_document("", &event.payload), || field("payload"))
+                .map_err(|e| in_stream(e, s))?;
+            named(check_document("", &event.metadata), || field("metadata"))
+                .map_err(|e| in_stream(e, s))?;
             if event.version == Some(0) {
                 return Err(Error::invalid(
                     field("version"),

@@ -97,6 +97,15 @@ pub fn check_json(field: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// [`check_json`] of a document, skipped when core has already proven it (a document
+/// the NDJSON decoder took verbatim from a line that passed the same checks).
+pub(crate) fn check_document(field: &str, json: &crate::model::Json) -> Result<()> {
+    if json.is_checked() {
+        return Ok(());
+    }
+    check_json(field, json.as_bytes())
+}
+
 /// What makes `bytes` unacceptable as a JSON document, if anything (size aside).
 pub(crate) fn json_problem(bytes: &[u8]) -> Option<String> {
     // serde_json checks neither UTF-8 inside strings nor nesting depth when it only
@@ -115,9 +124,32 @@ pub(crate) fn json_problem(bytes: &[u8]) -> Option<String> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         return Some(e.to_string());
     }
+    depth_above(bytes, MAX_JSON_DEPTH)
+        .map(|depth| format!("arrays and objects nest {depth} deep; the limit is {MAX_JSON_DEPTH}"))
+}
+
+/// The nesting depth of arrays and objects in well-formed JSON, when it is above
+/// `limit`.
+pub(crate) fn depth_above(bytes: &[u8], limit: usize) -> Option<usize> {
+    // Nesting needs an opening bracket per level, so a document with no more of them
+    // than the limit is within it. Counting them is one vectorised pass (`[` and `{`
+    // differ only in bit 0x20; byte-wide counters, summed every 255 bytes), while the
+    // exact scan below pays a search per string.
+    let openers: usize = bytes
+        .chunks(255)
+        .map(|chunk| {
+            usize::from(
+                chunk
+                    .iter()
+                    .fold(0u8, |n, &b| n + u8::from(b | 0x20 == b'{')),
+            )
+        })
+        .sum();
+    if openers <= limit {
+        return None;
+    }
     let depth = nesting_depth(bytes);
-    (depth > MAX_JSON_DEPTH)
-        .then(|| format!("arrays and objects nest {depth} deep; the limit is {MAX_JSON_DEPTH}"))
+    (depth > limit).then_some(depth)
 }
 
 /// The deepest nesting of arrays and objects in well-formed JSON (for other input, a
@@ -152,4 +184,22 @@ pub(crate) fn nesting_depth(bytes: &[u8]) -> usize {
         }
     }
     max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_above_counts_only_real_nesting() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(depth_above(deep(4).as_bytes(), 4), None);
+        assert_eq!(depth_above(deep(5).as_bytes(), 4), Some(5));
+        // Many brackets, little nesting: the exact scan decides.
+        let flat = format!("[{}]", vec!["[1]"; 50].join(","));
+        assert_eq!(depth_above(flat.as_bytes(), 4), None);
+        let quoted = format!("{{\"a\":\"{}\",\"b\":[[[[[0]]]]]}}", "{[".repeat(40));
+        assert_eq!(depth_above(quoted.as_bytes(), 5), Some(6));
+        assert_eq!(depth_above(quoted.as_bytes(), 6), None);
+    }
 }

@@ -323,17 +323,58 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// assert_eq!(v["amount"], 5);
 /// assert_eq!(Json::from_value(&[1, 2]).unwrap().as_str(), Some("[1,2]"));
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Json(Bytes);
+#[derive(Clone)]
+pub struct Json {
+    bytes: Bytes,
+    /// Whether core itself has proven that the bytes pass [`crate::limits::check_json`]
+    /// (the NDJSON decoder, for a document it took verbatim from a line within every
+    /// limit), so validating them again need not parse them again. Never part of the
+    /// value: equality and hashing look at the bytes only.
+    checked: bool,
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Json {}
+
+impl std::hash::Hash for Json {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state)
+    }
+}
 
 impl Json {
+    fn unchecked(bytes: Bytes) -> Self {
+        Json {
+            bytes,
+            checked: false,
+        }
+    }
+
+    /// Bytes that core has just proven to pass [`crate::limits::check_json`].
+    pub(crate) fn checked(bytes: Bytes) -> Self {
+        Json {
+            bytes,
+            checked: true,
+        }
+    }
+
+    /// Whether core has proven the bytes valid (see [`Json::checked`]).
+    pub(crate) fn is_checked(&self) -> bool {
+        self.checked
+    }
+
     /// The JSON `null`.
     ///
     /// ```
     /// assert_eq!(annals_core::Json::null().as_str(), Some("null"));
     /// ```
     pub fn null() -> Self {
-        Json(Bytes::from_static(b"null"))
+        Json::unchecked(Bytes::from_static(b"null"))
     }
 
     /// Wraps bytes that are claimed to be JSON. Validated when appended.
@@ -343,7 +384,7 @@ impl Json {
     /// assert!(j.validate().is_ok());
     /// ```
     pub fn from_raw(bytes: impl Into<Bytes>) -> Self {
-        Json(bytes.into())
+        Json::unchecked(bytes.into())
     }
 
     /// Serialises a value to compact JSON.
@@ -354,7 +395,7 @@ impl Json {
     /// ```
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
         serde_json::to_vec(value)
-            .map(|v| Json(Bytes::from(v)))
+            .map(|v| Json::unchecked(Bytes::from(v)))
             .map_err(|e| Error::invalid("payload", e.to_string()))
     }
 
@@ -365,7 +406,7 @@ impl Json {
     /// assert!(annals_core::Json::from_raw("{").validate().is_err());
     /// ```
     pub fn validate(&self) -> std::result::Result<(), String> {
-        crate::limits::json_problem(&self.0).map_or(Ok(()), Err)
+        crate::limits::json_problem(&self.bytes).map_or(Ok(()), Err)
     }
 
     /// The raw bytes.
@@ -374,7 +415,7 @@ impl Json {
     /// assert_eq!(annals_core::Json::null().as_bytes(), b"null");
     /// ```
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// The raw bytes as a shared buffer.
@@ -383,7 +424,7 @@ impl Json {
     /// assert_eq!(annals_core::Json::null().to_bytes().len(), 4);
     /// ```
     pub fn to_bytes(&self) -> Bytes {
-        self.0.clone()
+        self.bytes.clone()
     }
 
     /// The text, when the bytes are UTF-8 (valid JSON always is).
@@ -392,7 +433,7 @@ impl Json {
     /// assert_eq!(annals_core::Json::from_raw("1").as_str(), Some("1"));
     /// ```
     pub fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+        std::str::from_utf8(&self.bytes).ok()
     }
 
     /// Deserialises the document into a Rust value.
@@ -402,7 +443,7 @@ impl Json {
     /// assert_eq!(n, 42);
     /// ```
     pub fn parse<T: de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.0).map_err(|e| Error::invalid("json", e.to_string()))
+        serde_json::from_slice(&self.bytes).map_err(|e| Error::invalid("json", e.to_string()))
     }
 
     /// Whether this is exactly the bytes `null`.
@@ -411,7 +452,7 @@ impl Json {
     /// assert!(annals_core::Json::null().is_null());
     /// ```
     pub fn is_null(&self) -> bool {
-        &self.0[..] == b"null"
+        &self.bytes[..] == b"null"
     }
 }
 
@@ -425,14 +466,14 @@ impl fmt::Debug for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_str() {
             Some(s) => write!(f, "Json({s})"),
-            None => write!(f, "Json({:?})", &self.0[..]),
+            None => write!(f, "Json({:?})", &self.bytes[..]),
         }
     }
 }
 
 impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.0))
+        f.write_str(&String::from_utf8_lossy(&self.bytes))
     }
 }
 
@@ -451,7 +492,7 @@ impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
         let text: Box<str> = raw.into();
-        Ok(Json(Bytes::from(String::from(text))))
+        Ok(Json::unchecked(Bytes::from(String::from(text))))
     }
 }
 

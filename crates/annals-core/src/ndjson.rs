@@ -266,12 +266,12 @@ struct EventLine<'a> {
     #[serde(borrow)]
     aggregate_id: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
-    aggregate: Option<std::borrow::Cow<'a, str>>,
+    aggregate: Option<Borrowed<'a>>,
     #[serde(default, borrow)]
-    context: Option<std::borrow::Cow<'a, str>>,
+    context: Option<Borrowed<'a>>,
     version: u64,
     #[serde(rename = "type", default, borrow)]
-    event_type: Option<std::borrow::Cow<'a, str>>,
+    event_type: Option<Borrowed<'a>>,
     timestamp: Timestamp,
     #[serde(default, borrow)]
     payload: Option<&'a RawValue>,
@@ -293,6 +293,39 @@ struct EventLine<'a> {
     metadata_raw: Option<String>,
 }
 
+/// A string borrowed from the line unless it has escapes. (`#[serde(borrow)]` borrows
+/// only a bare `Cow` field; inside an `Option`, serde's `Cow` copies every string.)
+struct Borrowed<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Borrowed<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(Borrowed(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A line's document: the exact text (`…Raw`), the padded core (`…Padding`), or the
+/// core as it stands in the line. Only called on a line that passed [`checked_text`]:
+/// a document taken verbatim from it (not longer than a document may be) is then
+/// proven valid JSON — serde_json skipped over it with the same parser
+/// [`crate::limits::check_json`] uses, the line is UTF-8, and the line's nesting limit
+/// is the documents' plus one for the line's own object — so validation does not parse
+/// it again. Padding and raw text are not proven.
 fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<String>) -> Json {
     if let Some(exact) = exact {
         return Json::from_raw(exact);
@@ -305,6 +338,9 @@ fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<
             s.push_str(core);
             s.push_str(&trail);
             Json::from_raw(s)
+        }
+        None if core.len() <= MAX_JSON_BYTES => {
+            Json::checked(bytes::Bytes::copy_from_slice(core.as_bytes()))
         }
         None => Json::from_raw(bytes::Bytes::copy_from_slice(core.as_bytes())),
     }
@@ -331,12 +367,12 @@ pub fn decode_event(line: &[u8]) -> Result<RecordedEvent> {
         position: w.position.unwrap_or(0),
         id: w.id.as_ref().into(),
         stream: StreamId {
-            context: w.context.map(|c| c.into_owned()).unwrap_or_default(),
-            aggregate: w.aggregate.map(|c| c.into_owned()).unwrap_or_default(),
+            context: w.context.map(|c| c.0.into_owned()).unwrap_or_default(),
+            aggregate: w.aggregate.map(|c| c.0.into_owned()).unwrap_or_default(),
             id: w.aggregate_id.into_owned(),
         },
         version: w.version,
-        event_type: w.event_type.as_deref().unwrap_or_default().into(),
+        event_type: w.event_type.as_ref().map_or("", |t| &t.0).into(),
         timestamp: w.timestamp,
         payload: document(w.payload, w.payload_padding, w.payload_raw),
         metadata: document(w.metadata, w.metadata_padding, w.metadata_raw),
@@ -358,8 +394,7 @@ fn checked_text(line: &[u8]) -> Result<&str> {
             ),
         )
     })?;
-    let depth = crate::limits::nesting_depth(line);
-    if depth > MAX_LINE_DEPTH {
+    if let Some(depth) = crate::limits::depth_above(line, MAX_LINE_DEPTH) {
         return Err(Error::invalid(
             "line",
             format!(
@@ -610,7 +645,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 if available.is_empty() {
                     break;
                 }
-                let (take, found) = match available.iter().position(|&b| b == b'\n') {
+                let (take, found) = match memchr::memchr(b'\n', available) {
                     Some(i) => (i + 1, true),
                     None => (available.len(), false),
                 };
@@ -701,6 +736,43 @@ mod tests {
             assert_eq!(v["position"], 3);
             assert_eq!(decode_event(&line[..line.len() - 1]).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn optional_strings_with_and_without_escapes() {
+        let line = br#"{"id":"e","aggregateId":"s","aggregate":"a\"b","context":"ctx","version":1,"type":"T\u0041","timestamp":0,"commitId":"c"}"#;
+        let e = decode_event(line).unwrap();
+        assert_eq!(
+            (e.stream.aggregate.as_str(), e.stream.context.as_str()),
+            ("a\"b", "ctx")
+        );
+        assert_eq!(&*e.event_type, "TA");
+        let bare = decode_event(br#"{"id":"e","aggregateId":"s","aggregate":null,"version":1,"timestamp":0,"commitId":"c"}"#).unwrap();
+        assert_eq!(
+            (bare.stream.aggregate.as_str(), &*bare.event_type),
+            ("", "")
+        );
+        assert!(decode_event(
+            br#"{"id":"e","aggregateId":"s","type":5,"version":1,"timestamp":0,"commitId":"c"}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn only_documents_taken_verbatim_from_the_line_skip_validation() {
+        let plain = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{"a":[1]}}"#).unwrap();
+        assert!(plain.payload.is_checked() && plain.metadata.is_checked());
+        crate::import::validate_event(0, &plain).unwrap();
+        // Padding is not proven: non-whitespace in it is still refused.
+        let padded = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{},"payloadPadding":["x",""]}"#).unwrap();
+        assert!(!padded.payload.is_checked());
+        let err = crate::import::validate_event(3, &padded).unwrap_err();
+        assert!(err.to_string().contains("events[3].payload"), "{err}");
+        let raw = decode_event(br#"{"id":"e","aggregateId":"s","version":1,"timestamp":0,"commitId":"c","payload":{},"metadataRaw":"{oops"}"#).unwrap();
+        assert!(!raw.metadata.is_checked());
+        assert!(crate::import::validate_event(0, &raw).is_err());
+        // Equality ignores the mark.
+        assert_eq!(plain.payload, Json::from_raw(r#"{"a":[1]}"#));
     }
 
     #[test]

@@ -166,6 +166,14 @@ impl Shared {
         self.publish(counters);
     }
 
+    /// [`Shared::publish_events`] of imported events, which move into the tail cache.
+    fn publish_imported(&self, counters: &Counters, events: Vec<RecordedEvent>) {
+        if let Ok(mut tail) = self.tail.write() {
+            tail.push_owned(events);
+        }
+        self.publish(counters);
+    }
+
     fn publish(&self, counters: &Counters) {
         if let Ok(mut c) = self.counters.write() {
             *c = counters.clone();

@@ -65,17 +65,37 @@ impl TailCache {
             return;
         }
         for e in committed {
-            if self
-                .events
-                .back()
-                .is_some_and(|last| last.position + 1 != e.position)
-            {
-                self.events.clear();
-                self.bytes = 0;
-            }
-            self.bytes += approximate_size(e);
-            self.events.push_back(e.clone());
+            self.push_one(e.clone());
         }
+        self.trim();
+    }
+
+    /// [`TailCache::push`] of events the caller no longer needs: they move in instead of
+    /// being cloned (an import's events).
+    pub fn push_owned(&mut self, committed: impl IntoIterator<Item = RecordedEvent>) {
+        if self.max_bytes == 0 {
+            return;
+        }
+        for e in committed {
+            self.push_one(e);
+        }
+        self.trim();
+    }
+
+    fn push_one(&mut self, e: RecordedEvent) {
+        if self
+            .events
+            .back()
+            .is_some_and(|last| last.position + 1 != e.position)
+        {
+            self.events.clear();
+            self.bytes = 0;
+        }
+        self.bytes += approximate_size(&e);
+        self.events.push_back(e);
+    }
+
+    fn trim(&mut self) {
         while self.bytes > self.max_bytes {
             match self.events.pop_front() {
                 Some(e) => self.bytes -= approximate_size(&e),

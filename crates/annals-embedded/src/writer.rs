@@ -954,13 +954,10 @@ impl Writer {
         self.shared.set_dispatch(dispatch.clone());
         self.dispatch = dispatch;
         self.counters = counters;
-        self.shared.publish_events(
-            &self.counters,
-            plan.events.iter(),
-            std::iter::empty::<&RecordedEvent>(),
-        );
+        let imported = plan.events.len() as u64;
+        self.shared.publish_imported(&self.counters, plan.events);
         Ok(ImportOutcome {
-            imported: plan.events.len() as u64,
+            imported,
             skipped: plan.skipped,
             head_position: self.counters.head,
         })

@@ -2,8 +2,11 @@
 //! a file, import ≥ 200,000 events/s into embedded, copy embedded → PostgreSQL ≥ 50,000
 //! events/s).
 //!
-//! `cargo run --release -p annals-maintenance --example maintenance_bench -- [EVENTS] [RUNS]`
-//! (PostgreSQL copy with `ANNALS_TEST_POSTGRES_URL` set.)
+//! `cargo run --release -p annals-maintenance --example maintenance_bench -- [EVENTS] [RUNS] [PHASES]`
+//! (PostgreSQL copy with `ANNALS_TEST_POSTGRES_URL` set). `PHASES` is a comma-separated
+//! subset of `export,import,copy` (all by default); `import` alone writes its input file
+//! directly, without a source store, so an instruction-count profile
+//! (`valgrind --tool=callgrind`) of it is the import's alone.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,51 +49,73 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(500_000);
     let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let phases: Vec<&str> = args
+        .get(3)
+        .map_or("export,import,copy", String::as_str)
+        .split(',')
+        .collect();
     let dir = tempfile::tempdir()?;
+    let file = dir.path().join("events.ndjson");
     let source: Arc<dyn EventStore> = Arc::new(annals_embedded::EmbeddedStore::open(
         dir.path().join("source"),
     )?);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        source
-            .import_events(ImportBatch {
-                events: chunk.iter().map(|&i| event(i)).collect(),
-                ..ImportBatch::default()
-            })
-            .await?;
+    if phases == ["import"] {
+        // The lines an export of the populated source would write.
+        let mut out = Vec::new();
+        for i in 0..n {
+            let e = RecordedEvent {
+                position: i + 1,
+                ..event(i)
+            };
+            annals_core::ndjson::write_event(&mut out, &e)?;
+        }
+        tokio::fs::write(&file, out).await?;
+    } else {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+            source
+                .import_events(ImportBatch {
+                    events: chunk.iter().map(|&i| event(i)).collect(),
+                    ..ImportBatch::default()
+                })
+                .await?;
+        }
+        let mut secs = Vec::new();
+        for _ in 0..runs {
+            let out = tokio::fs::File::create(&file).await?;
+            let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
+            let t = Instant::now();
+            let options = ExportOptions {
+                page_size: 10_000,
+                ..ExportOptions::default()
+            };
+            let r = export_events(&source, &mut out, options, |_| {}).await?;
+            secs.push(t.elapsed().as_secs_f64());
+            assert_eq!(r.lines, n);
+        }
+        if phases.contains(&"export") {
+            summary("export embedded -> file", n, &secs);
+        }
     }
-    let file = dir.path().join("events.ndjson");
 
-    let mut secs = Vec::new();
-    for _ in 0..runs {
-        let out = tokio::fs::File::create(&file).await?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
-        let t = Instant::now();
-        let options = ExportOptions {
-            page_size: 10_000,
-            ..ExportOptions::default()
-        };
-        let r = export_events(&source, &mut out, options, |_| {}).await?;
-        secs.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.lines, n);
+    if phases.contains(&"import") {
+        let mut secs = Vec::new();
+        for run in 0..runs {
+            let target: Arc<dyn EventStore> = Arc::new(annals_embedded::EmbeddedStore::open(
+                dir.path().join(format!("import-{run}")),
+            )?);
+            let input =
+                tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::open(&file).await?);
+            let t = Instant::now();
+            let r = import_events(&target, input, ImportOptions::default(), |_| {}).await?;
+            secs.push(t.elapsed().as_secs_f64());
+            assert_eq!(r.imported, n);
+            target.close().await?;
+        }
+        summary("import file -> embedded", n, &secs);
     }
-    summary("export embedded -> file", n, &secs);
 
-    let mut secs = Vec::new();
-    for run in 0..runs {
-        let target: Arc<dyn EventStore> = Arc::new(annals_embedded::EmbeddedStore::open(
-            dir.path().join(format!("import-{run}")),
-        )?);
-        let input =
-            tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::open(&file).await?);
-        let t = Instant::now();
-        let r = import_events(&target, input, ImportOptions::default(), |_| {}).await?;
-        secs.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.imported, n);
-        target.close().await?;
-    }
-    summary("import file -> embedded", n, &secs);
-
-    if let Ok(url) = std::env::var("ANNALS_TEST_POSTGRES_URL") {
+    let postgres = std::env::var("ANNALS_TEST_POSTGRES_URL").ok();
+    if let Some(url) = postgres.filter(|_| phases.contains(&"copy")) {
         let mut secs = Vec::new();
         for run in 0..runs {
             let name = format!("bench-copy-{}-{run}", Timestamp::now().as_millis());

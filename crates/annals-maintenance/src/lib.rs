@@ -43,7 +43,9 @@ pub mod secrets;
 
 pub use copy::{checksum, copy, copy_with_progress, Checksum, CopyOptions, CopyReport};
 pub use export::{export_events, ExportOptions, ExportReport};
-pub use import::{import_events, ImportOptions, ImportProgress};
+pub use import::{
+    import_events, ImportError, ImportOptions, ImportProgress, InputLine, RefusedBatch,
+};
 pub use incremental::{incremental_import, IncomingEvent, IncrementalImport};
 pub use mode::{Maintenance, MaintenanceMode};
 pub use secrets::{export_secrets, import_secrets, SecretsExportReport, SecretsImportOptions};

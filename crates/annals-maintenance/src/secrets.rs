@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
-use annals_core::ndjson::{at_line, decode_secret, write_secret, LineReader};
-use annals_core::{Error, EventStore, OnConflict, Result, Secret, SecretImport, SecretQuery};
+use annals_core::ndjson::{decode_secret, write_secret};
+use annals_core::{
+    Error, EventStore, ImportOutcome, OnConflict, Position, Result, Secret, SecretImport,
+    SecretQuery,
+};
 use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 
 use crate::export::io_error;
+use crate::import::{import, Item, StoreCall};
 use crate::mode::{Maintenance, MaintenanceMode};
-use crate::ImportProgress;
+use crate::{ImportError, ImportOptions, ImportProgress, RefusedBatch};
 
 /// Secrets read per page while exporting or copying.
 pub(crate) const SECRET_PAGE: u64 = 5_000;
@@ -135,6 +139,8 @@ pub struct SecretsImportOptions {
     /// [`MaintenanceMode::Auto`]: freeze during the import and, from offset 0, delete
     /// every secret first ([`EventStore::clear_secrets`]).
     pub maintenance: MaintenanceMode,
+    /// What is kept of a batch the store refuses (see [`RefusedBatch`]).
+    pub refused_batch: RefusedBatch,
 }
 
 impl Default for SecretsImportOptions {
@@ -145,6 +151,7 @@ impl Default for SecretsImportOptions {
             batch_size: 1_000,
             on_conflict: OnConflict::Error,
             maintenance: MaintenanceMode::Manual,
+            refused_batch: RefusedBatch::KeepLinesBefore,
         }
     }
 }
@@ -171,120 +178,52 @@ pub async fn import_secrets<R>(
     store: &Arc<dyn EventStore>,
     input: R,
     options: SecretsImportOptions,
-) -> Result<ImportProgress>
+) -> std::result::Result<ImportProgress, ImportError>
 where
     R: AsyncBufRead + Unpin,
 {
-    let guard = Maintenance::begin(store, options.maintenance).await?;
-    let result = async {
-        if options.maintenance == MaintenanceMode::Auto && options.from_offset == 0 {
-            store.clear_secrets().await?;
-        }
-        import_secret_lines(&**store, input, &options).await
-    }
-    .await;
-    guard.finish(result).await
-}
-
-async fn import_secret_lines<R>(
-    store: &dyn EventStore,
-    input: R,
-    options: &SecretsImportOptions,
-) -> Result<ImportProgress>
-where
-    R: AsyncBufRead + Unpin,
-{
-    let mut reader = LineReader::new(input).starting_at(options.from_offset, options.first_line);
-    let mut state = ImportProgress {
-        byte_offset: options.from_offset,
-        next_line: options.first_line,
-        ..ImportProgress::default()
+    let options = ImportOptions {
+        from_offset: options.from_offset,
+        first_line: options.first_line,
+        batch_size: options.batch_size,
+        on_conflict: options.on_conflict,
+        maintenance: options.maintenance,
+        refused_batch: options.refused_batch,
+        ..ImportOptions::default()
     };
-    let mut batch: Vec<SecretImport> = Vec::new();
-    let mut lines: Vec<(u64, u64)> = Vec::new();
-    let mut end = (options.from_offset, options.first_line);
-    loop {
-        let failure = match reader.next_line().await {
-            Ok(Some(line)) => {
-                let (number, offset, line_end) = (line.number, line.offset, line.end);
-                match decode_secret(line.bytes) {
-                    Ok(secret) => {
-                        batch.push(secret);
-                        lines.push((number, offset));
-                        end = (line_end, number + 1);
-                        if batch.len() >= options.batch_size.max(1) {
-                            store_secrets(store, options, &mut batch, &mut lines, end, &mut state)
-                                .await?;
-                        }
-                        continue;
-                    }
-                    Err(e) => at_line(e, number, offset),
-                }
-            }
-            Ok(None) => break,
-            Err(e) => e,
-        };
-        store_secrets(store, options, &mut batch, &mut lines, end, &mut state).await?;
-        return Err(failure);
-    }
-    store_secrets(store, options, &mut batch, &mut lines, end, &mut state).await?;
-    state.byte_offset = reader.offset();
-    state.next_line = reader.next_number();
-    state.unterminated = reader.unterminated() as u64;
-    Ok(state)
+    import::<SecretImport, R, _>(store, input, &options, |_| {}).await
 }
 
-async fn store_secrets(
-    store: &dyn EventStore,
-    options: &SecretsImportOptions,
-    batch: &mut Vec<SecretImport>,
-    lines: &mut Vec<(u64, u64)>,
-    end: (u64, u64),
-    state: &mut ImportProgress,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
+impl Item for SecretImport {
+    fn decode(line: &[u8]) -> Result<Self> {
+        decode_secret(line)
     }
-    let secrets = std::mem::take(batch);
-    let located = std::mem::take(lines);
-    match store
-        .import_secrets(secrets.clone(), options.on_conflict)
-        .await
-    {
-        Ok(outcome) => {
-            state.imported += outcome.imported;
-            state.skipped += outcome.skipped;
-            state.head_position = outcome.head_position;
-            (state.byte_offset, state.next_line) = end;
-            Ok(())
+
+    fn validate(&self, i: usize) -> Result<()> {
+        annals_core::import::validate_secret(i, self)
+    }
+
+    fn joins(&self, _: &Self) -> bool {
+        false
+    }
+
+    fn conflicting(secrets: &[Self], error: &Error) -> Option<usize> {
+        match error {
+            Error::SecretAlreadyExists { id } => secrets.iter().position(|s| s.id == *id),
+            _ => None,
         }
-        Err(error) => {
-            // Find the refused secret by storing them one by one up to it.
-            for (i, secret) in secrets.into_iter().enumerate() {
-                match store
-                    .import_secrets(vec![secret], options.on_conflict)
-                    .await
-                {
-                    Ok(outcome) => {
-                        state.imported += outcome.imported;
-                        state.skipped += outcome.skipped;
-                    }
-                    Err(e) => {
-                        let (number, offset) = located[i];
-                        (state.byte_offset, state.next_line) = (offset, number);
-                        return Err(match e {
-                            Error::InvalidInput { field, reason } => {
-                                let field = field
-                                    .split_once("].")
-                                    .map_or(field.clone(), |(_, f)| f.to_owned());
-                                at_line(Error::invalid(field, reason), number, offset)
-                            }
-                            other => other,
-                        });
-                    }
-                }
-            }
-            Err(error)
-        }
+    }
+
+    fn store<'a>(
+        store: &'a dyn EventStore,
+        secrets: Vec<Self>,
+        on_conflict: OnConflict,
+        _: Option<Position>,
+    ) -> StoreCall<'a, ImportOutcome> {
+        store.import_secrets(secrets, on_conflict)
+    }
+
+    fn clear(store: &dyn EventStore) -> StoreCall<'_, ()> {
+        store.clear_secrets()
     }
 }

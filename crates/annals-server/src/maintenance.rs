@@ -1,16 +1,20 @@
 //! The data-maintenance routes (issue #6): NDJSON imports of events and secrets, and
 //! clearing a store's events or secrets.
 //!
-//! Imports read the request body as a stream, line by line (each line at most
-//! [`annals_core::ndjson::DEFAULT_MAX_LINE_BYTES`]), so a body may be far larger than the
-//! JSON body limit. Every `batchSize` lines are one all-or-nothing `import_events` (or
-//! `import_secrets`) call. Where an import stops:
+//! Imports are [`annals_maintenance::import_events`] and
+//! [`annals_maintenance::import_secrets`] over the request body, read as a stream, line
+//! by line (each line at most [`annals_core::ndjson::DEFAULT_MAX_LINE_BYTES`]), so a
+//! body may be far larger than the JSON body limit. Every `batchSize` lines (more to
+//! keep the events of one commit id together, up to 100,000) are one all-or-nothing
+//! `import_events` (or `import_secrets`) call. Where an import stops:
 //! - a line that cannot be decoded (or whose fields an append would refuse): the lines
 //!   before it are committed, and the answer names the line; `byteOffset` is its first
 //!   byte;
-//! - a batch the store refuses (a conflict under `onConflict=error`, a back-fill, a moved
-//!   head): nothing of the batch is stored; `byteOffset` is the batch's first byte and
-//!   `line` the refused event's line where the error names it (else the batch's first);
+//! - a batch the store refuses (a conflict under `onConflict=error`, a back-fill, a
+//!   moved head): nothing of the batch is stored
+//!   ([`annals_maintenance::RefusedBatch::StoreNothing`], so the HTTP client's one-batch
+//!   imports stay atomic); `byteOffset` is the batch's first byte and `line` the refused
+//!   event's line where the error names it (else the batch's first);
 //! - a last line without a newline is left unimported (a truncated upload); the `200`
 //!   answer's `byteOffset` is then its first byte and `unterminatedBytes` its length.
 //!
@@ -30,10 +34,9 @@ use axum::Json as JsonBody;
 use futures::TryStreamExt;
 use serde_json::json;
 
-use annals_core::ndjson::{decode_event, decode_secret, LineReader};
-use annals_core::{
-    Error, EventStore, ImportBatch, ImportOutcome, OnConflict, Position, RecordedEvent,
-    SecretImport,
+use annals_core::{Error, EventStore, OnConflict, Position};
+use annals_maintenance::{
+    ImportError, ImportOptions, ImportProgress, RefusedBatch, SecretsImportOptions,
 };
 use tokio::io::AsyncBufRead;
 
@@ -55,6 +58,15 @@ pub(crate) enum Mode {
     Manual,
     /// Freeze for the duration, unfreeze afterwards (also on error).
     Auto,
+}
+
+impl From<Mode> for annals_maintenance::MaintenanceMode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Manual => annals_maintenance::MaintenanceMode::Manual,
+            Mode::Auto => annals_maintenance::MaintenanceMode::Auto,
+        }
+    }
 }
 
 /// The `maintenanceMode` query parameter.
@@ -161,220 +173,20 @@ fn body_reader(body: Body) -> impl AsyncBufRead + Unpin {
     tokio::io::BufReader::with_capacity(256 << 10, tokio_util::io::StreamReader::new(stream))
 }
 
-/// Runs `work` with the store frozen (and unfreezes it afterwards, also on error) when
-/// the mode is `auto`.
-async fn maintained<T>(
-    store: &Arc<dyn EventStore>,
-    mode: Mode,
-    work: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    if mode == Mode::Manual {
-        return work.await;
+/// The answer to a refused import: the store's (or the line's) error with where the
+/// import stopped, or the plain error when it is about no line (freezing, emptying or
+/// unfreezing the store).
+fn refused(e: ImportError) -> ApiError {
+    match e.line {
+        Some(line) => ApiError::Import {
+            source: Box::new(e.error),
+            line: line.number,
+            byte_offset: e.progress.byte_offset,
+            imported: e.progress.imported,
+            skipped: e.progress.skipped,
+        },
+        None => ApiError::Store(e.error),
     }
-    store.freeze().await?;
-    let result = work.await;
-    let unfrozen = store.unfreeze().await;
-    let value = result?;
-    unfrozen?;
-    Ok(value)
-}
-
-/// Where an import stands.
-#[derive(Default)]
-struct Progress {
-    imported: u64,
-    skipped: u64,
-    head: Position,
-    /// Items (events or secrets) read before the pending batch.
-    items_before: u64,
-}
-
-/// One decoded line waiting in the pending batch.
-struct Pending<T> {
-    item: T,
-    line: u64,
-    offset: u64,
-}
-
-impl Progress {
-    fn failed(&self, source: Error, line: u64, byte_offset: u64) -> ApiError {
-        ApiError::Import {
-            source: Box::new(source),
-            line,
-            byte_offset,
-            imported: self.imported,
-            skipped: self.skipped,
-        }
-    }
-
-    /// A store error about a batch, with its `items[i]` field renumbered from the
-    /// body's start and the line of item `i` (else the batch's first line).
-    fn batch_failed<T>(&self, source: Error, what: &str, batch: &[Pending<T>]) -> ApiError {
-        let (first_line, first_offset) = batch.first().map_or((0, 0), |p| (p.line, p.offset));
-        let mut line = first_line;
-        let source = match source {
-            Error::InvalidInput { field, reason } => {
-                let prefix = format!("{what}[");
-                let renumbered = field.strip_prefix(&prefix).and_then(|rest| {
-                    let (index, tail) = rest.split_once(']')?;
-                    let i: usize = index.parse().ok()?;
-                    line = batch.get(i)?.line;
-                    Some(format!("{what}[{}]{tail}", self.items_before + i as u64))
-                });
-                Error::InvalidInput {
-                    field: renumbered.unwrap_or(field),
-                    reason,
-                }
-            }
-            other => other,
-        };
-        self.failed(source, line, first_offset)
-    }
-}
-
-fn event_line_of(batch: &[Pending<RecordedEvent>], err: &Error) -> Option<u64> {
-    let i = match err {
-        Error::VersionConflict {
-            stream, version, ..
-        } => batch
-            .iter()
-            .position(|p| p.item.stream == *stream && p.item.version == *version)?,
-        Error::DuplicateEventId { id } => batch.iter().position(|p| &*p.item.id == id)?,
-        _ => return None,
-    };
-    Some(batch[i].line)
-}
-
-async fn commit_events(
-    store: &dyn EventStore,
-    progress: &mut Progress,
-    pending: &mut Vec<Pending<RecordedEvent>>,
-    on_conflict: OnConflict,
-    expected_head: &mut Option<Position>,
-) -> Result<(), ApiError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let batch = ImportBatch {
-        events: pending.iter().map(|p| p.item.clone()).collect(),
-        on_conflict,
-        expected_head: *expected_head,
-    };
-    match store.import_events(batch).await {
-        Ok(outcome) => {
-            record(progress, outcome, pending.len());
-            // Later batches continue exactly where this one ended.
-            if expected_head.is_some() {
-                *expected_head = Some(outcome.head_position);
-            }
-            pending.clear();
-            Ok(())
-        }
-        Err(e) => {
-            let line = event_line_of(pending, &e);
-            let mut err = progress.batch_failed(e, "events", pending);
-            if let (Some(l), ApiError::Import { line: at, .. }) = (line, &mut err) {
-                *at = l;
-            }
-            Err(err)
-        }
-    }
-}
-
-fn record(progress: &mut Progress, outcome: ImportOutcome, items: usize) {
-    progress.imported += outcome.imported;
-    progress.skipped += outcome.skipped;
-    progress.head = outcome.head_position;
-    progress.items_before += items as u64;
-}
-
-async fn import_event_lines(
-    store: &dyn EventStore,
-    mut reader: LineReader<impl AsyncBufRead + Unpin>,
-    params: &ImportParams,
-) -> Result<serde_json::Value, ApiError> {
-    let mut progress = Progress {
-        head: store.describe().await?.head_position,
-        ..Progress::default()
-    };
-    let mut expected_head = params.expected_head;
-    let mut pending: Vec<Pending<RecordedEvent>> = Vec::new();
-    loop {
-        let (line, offset) = (reader.next_number(), reader.offset());
-        let decoded = match reader.next_line().await {
-            Ok(None) => break,
-            Ok(Some(l)) => decode_event(l.bytes)
-                .map_err(|e| annals_core::ndjson::at_line(e, l.number, l.offset))
-                .and_then(|event| {
-                    let index = (progress.items_before as usize).saturating_add(pending.len());
-                    annals_core::import::validate_event(index, &event)?;
-                    Ok(event)
-                })
-                .map(|item| Pending {
-                    item,
-                    line: l.number,
-                    offset: l.offset,
-                })
-                .map_err(|e| (e, l.number, l.offset)),
-            Err(e) => Err((e, line, offset)),
-        };
-        match decoded {
-            Ok(p) => {
-                pending.push(p);
-                if pending.len() >= params.batch_size {
-                    commit_events(
-                        store,
-                        &mut progress,
-                        &mut pending,
-                        params.on_conflict,
-                        &mut expected_head,
-                    )
-                    .await?;
-                }
-            }
-            Err((e, line, offset)) => {
-                // Keep every event before the bad line, then report it.
-                commit_events(
-                    store,
-                    &mut progress,
-                    &mut pending,
-                    params.on_conflict,
-                    &mut expected_head,
-                )
-                .await?;
-                return Err(progress.failed(e, line, offset));
-            }
-        }
-    }
-    commit_events(
-        store,
-        &mut progress,
-        &mut pending,
-        params.on_conflict,
-        &mut expected_head,
-    )
-    .await?;
-    if progress.items_before == 0 {
-        // No event at all: the expected head is still checked, as the store checks it
-        // for an empty batch.
-        if let Some(expected) = expected_head {
-            let outcome = store
-                .import_events(ImportBatch {
-                    expected_head: Some(expected),
-                    ..ImportBatch::default()
-                })
-                .await
-                .map_err(|e| progress.failed(e, reader.next_number(), reader.offset()))?;
-            progress.head = outcome.head_position;
-        }
-    }
-    Ok(json!({
-        "imported": progress.imported,
-        "skipped": progress.skipped,
-        "byteOffset": reader.offset(),
-        "unterminatedBytes": reader.unterminated(),
-        "headPosition": progress.head,
-    }))
 }
 
 /// `POST /v1/stores/{store}/events/import?onConflict=&batchSize=&expectedHead=&maintenanceMode=`
@@ -406,101 +218,30 @@ pub(crate) async fn import_events(
 ) -> ApiResult {
     let s = reg.get(&store).await?;
     let params = import_params(q.as_deref())?;
-    let reader = LineReader::new(body_reader(body));
-    let answer = maintained(&s, params.mode, async {
-        if params.mode == Mode::Auto {
-            s.clear_events().await?;
-        }
-        import_event_lines(&*s, reader, &params).await
+    let options = ImportOptions {
+        batch_size: params.batch_size,
+        on_conflict: params.on_conflict,
+        maintenance: params.mode.into(),
+        expected_head: params.expected_head,
+        refused_batch: RefusedBatch::StoreNothing,
+        ..ImportOptions::default()
+    };
+    let done = annals_maintenance::import_events(&s, body_reader(body), options, |_| {})
+        .await
+        .map_err(refused)?;
+    crate::routes::count(&reg.metrics.appended_events, done.imported);
+    tracing::info!(%store, imported = done.imported, "events imported");
+    Ok((StatusCode::OK, JsonBody(answer(&done))).into_response())
+}
+
+fn answer(done: &ImportProgress) -> serde_json::Value {
+    json!({
+        "imported": done.imported,
+        "skipped": done.skipped,
+        "byteOffset": done.byte_offset,
+        "unterminatedBytes": done.unterminated,
+        "headPosition": done.head_position,
     })
-    .await?;
-    crate::routes::count(
-        &reg.metrics.appended_events,
-        answer["imported"].as_u64().unwrap_or(0),
-    );
-    tracing::info!(%store, imported = %answer["imported"], "events imported");
-    Ok((StatusCode::OK, JsonBody(answer)).into_response())
-}
-
-async fn commit_secrets(
-    store: &dyn EventStore,
-    progress: &mut Progress,
-    pending: &mut Vec<Pending<SecretImport>>,
-    on_conflict: OnConflict,
-) -> Result<(), ApiError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let secrets = pending.iter().map(|p| p.item.clone()).collect();
-    match store.import_secrets(secrets, on_conflict).await {
-        Ok(outcome) => {
-            record(progress, outcome, pending.len());
-            pending.clear();
-            Ok(())
-        }
-        Err(e) => {
-            let line = match &e {
-                Error::SecretAlreadyExists { id } => {
-                    pending.iter().find(|p| p.item.id == *id).map(|p| p.line)
-                }
-                _ => None,
-            };
-            let mut err = progress.batch_failed(e, "secrets", pending);
-            if let (Some(l), ApiError::Import { line: at, .. }) = (line, &mut err) {
-                *at = l;
-            }
-            Err(err)
-        }
-    }
-}
-
-async fn import_secret_lines(
-    store: &dyn EventStore,
-    mut reader: LineReader<impl AsyncBufRead + Unpin>,
-    params: &ImportParams,
-) -> Result<serde_json::Value, ApiError> {
-    let mut progress = Progress::default();
-    let mut pending: Vec<Pending<SecretImport>> = Vec::new();
-    loop {
-        let (line, offset) = (reader.next_number(), reader.offset());
-        let decoded = match reader.next_line().await {
-            Ok(None) => break,
-            Ok(Some(l)) => decode_secret(l.bytes)
-                .map_err(|e| annals_core::ndjson::at_line(e, l.number, l.offset))
-                .and_then(|secret| {
-                    let index = (progress.items_before as usize).saturating_add(pending.len());
-                    annals_core::import::validate_secret(index, &secret)?;
-                    Ok(secret)
-                })
-                .map(|item| Pending {
-                    item,
-                    line: l.number,
-                    offset: l.offset,
-                })
-                .map_err(|e| (e, l.number, l.offset)),
-            Err(e) => Err((e, line, offset)),
-        };
-        match decoded {
-            Ok(p) => {
-                pending.push(p);
-                if pending.len() >= params.batch_size {
-                    commit_secrets(store, &mut progress, &mut pending, params.on_conflict).await?;
-                }
-            }
-            Err((e, line, offset)) => {
-                commit_secrets(store, &mut progress, &mut pending, params.on_conflict).await?;
-                return Err(progress.failed(e, line, offset));
-            }
-        }
-    }
-    commit_secrets(store, &mut progress, &mut pending, params.on_conflict).await?;
-    Ok(json!({
-        "imported": progress.imported,
-        "skipped": progress.skipped,
-        "headPosition": store.describe().await?.head_position,
-        "byteOffset": reader.offset(),
-        "unterminatedBytes": reader.unterminated(),
-    }))
 }
 
 /// `POST /v1/stores/{store}/secrets/import?onConflict=&batchSize=&maintenanceMode=`,
@@ -550,16 +291,18 @@ pub(crate) async fn secrets_post(
             "applies to event imports only",
         ));
     }
-    let reader = LineReader::new(body_reader(body));
-    let answer = maintained(&s, params.mode, async {
-        if params.mode == Mode::Auto {
-            s.clear_secrets().await?;
-        }
-        import_secret_lines(&*s, reader, &params).await
-    })
-    .await?;
-    tracing::info!(%store, imported = %answer["imported"], "secrets imported");
-    Ok((StatusCode::OK, JsonBody(answer)).into_response())
+    let options = SecretsImportOptions {
+        batch_size: params.batch_size,
+        on_conflict: params.on_conflict,
+        maintenance: params.mode.into(),
+        refused_batch: RefusedBatch::StoreNothing,
+        ..SecretsImportOptions::default()
+    };
+    let done = annals_maintenance::import_secrets(&s, body_reader(body), options)
+        .await
+        .map_err(refused)?;
+    tracing::info!(%store, imported = done.imported, "secrets imported");
+    Ok((StatusCode::OK, JsonBody(answer(&done))).into_response())
 }
 
 /// `DELETE /v1/stores/{store}/events`: every event, stream, stream snapshot and

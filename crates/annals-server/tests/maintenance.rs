@@ -512,3 +512,34 @@ async fn an_exported_payload_with_line_breaks_stays_on_one_line_and_round_trips(
     assert_eq!(s.export("nl2").await, export);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_head_holds_for_the_first_batch_and_moves_with_each_one() {
+    let s = start().await;
+    s.call(Method::PUT, "/v1/stores/m", None).await;
+    let body = [line("e1", "s", 1), line("e2", "s", 2), line("e3", "s", 3)].concat();
+    let (st, b) = s
+        .ndjson(
+            "/v1/stores/m/events/import?batchSize=1&expectedHead=0",
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["imported"].clone(), b["headPosition"].clone()),
+        (json!(3), json!(3))
+    );
+    let (st, b) = s
+        .ndjson(
+            "/v1/stores/m/events/import?expectedHead=2",
+            line("e4", "s", 4).into_bytes(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert_eq!(b["error"]["code"], "head_moved");
+    assert_eq!(
+        (b["error"]["line"].clone(), b["error"]["byteOffset"].clone()),
+        (json!(1), json!(0))
+    );
+    s.stop().await;
+}

@@ -11,7 +11,7 @@ use annals_core::{
 use annals_maintenance::{
     checksum, copy, export_events, export_secrets, import_events, import_secrets,
     incremental_import, CopyOptions, ExportOptions, ImportOptions, ImportProgress, IncomingEvent,
-    IncrementalImport, MaintenanceMode, SecretsImportOptions,
+    IncrementalImport, InputLine, MaintenanceMode, RefusedBatch, SecretsImportOptions,
 };
 
 /// Which backend a test runs on; each call of [`Backend::open`] gives a new empty store.
@@ -398,6 +398,236 @@ pub async fn conflicting_line_keeps_everything_before_it(backend: &Backend) {
     .unwrap();
     assert_eq!((done.imported, done.skipped), (2, 1));
     assert_eq!(all_events(&*store).await.len(), 3);
+}
+
+/// A line of event `id` in stream `stream` at `version`, in a commit of its own.
+fn event_line(id: &str, stream: &str, version: u64) -> String {
+    format!(
+        r#"{{"id":"{id}","aggregateId":"{stream}","version":{version},"type":"T","timestamp":"2021-01-01T00:00:00.000Z","payload":{{}},"commitId":"c-{id}"}}"#
+    ) + "\n"
+}
+
+/// The byte offset of line `n` (from 1) of `lines`.
+fn start_of(lines: &[String], n: usize) -> u64 {
+    lines[..n - 1].iter().map(|l| l.len() as u64).sum()
+}
+
+async fn ids(store: &dyn EventStore) -> Vec<String> {
+    all_events(store)
+        .await
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect()
+}
+
+pub async fn a_refused_batch_keeps_the_lines_before_the_refused_one_or_nothing(backend: &Backend) {
+    // Line 5 reuses the id of line 1: the batch of lines 4 to 6 is refused.
+    let lines = [
+        event_line("e1", "s", 1),
+        event_line("e2", "s", 2),
+        event_line("e3", "s", 3),
+        event_line("e4", "s", 4),
+        event_line("e1", "u", 1),
+        event_line("e6", "s", 6),
+    ];
+    let file = lines.concat();
+    for (refused_batch, kept, resume) in [
+        (RefusedBatch::KeepLinesBefore, 4, start_of(&lines, 5)),
+        (RefusedBatch::StoreNothing, 3, start_of(&lines, 4)),
+    ] {
+        let store = backend.open().await;
+        let options = ImportOptions {
+            batch_size: 3,
+            refused_batch,
+            ..ImportOptions::default()
+        };
+        let mut last = ImportProgress::default();
+        let err = import_events(&store, file.as_bytes(), options.clone(), |p| last = *p)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DuplicateEventId, "{err}");
+        assert_eq!(
+            err.line,
+            Some(InputLine {
+                number: 5,
+                offset: start_of(&lines, 5)
+            }),
+            "{refused_batch:?}"
+        );
+        assert_eq!(
+            (err.progress.byte_offset, err.progress.imported),
+            (resume, kept),
+            "{refused_batch:?}"
+        );
+        assert_eq!(
+            last, err.progress,
+            "the last progress report is where it stopped"
+        );
+        assert_eq!(all_events(&*store).await.len() as u64, kept);
+        // The rest, from the offset, with the line fixed: nothing twice, nothing lost.
+        let rest = file[resume as usize..].replacen(&lines[4], &event_line("e5", "s", 5), 1);
+        let done = import_events(
+            &store,
+            rest.as_bytes(),
+            ImportOptions {
+                from_offset: resume,
+                first_line: err.progress.next_line,
+                ..options
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.imported + kept, 6);
+        assert_eq!(ids(&*store).await, ["e1", "e2", "e3", "e4", "e5", "e6"]);
+    }
+}
+
+pub async fn a_line_with_invalid_fields_keeps_the_lines_before_it_in_both_modes(backend: &Backend) {
+    let lines = [
+        event_line("e1", "s", 1),
+        event_line("e2", "s", 2),
+        event_line("e3", "", 1),
+        event_line("e4", "s", 4),
+    ];
+    let file = lines.concat();
+    let bad = start_of(&lines, 3);
+    for refused_batch in [RefusedBatch::KeepLinesBefore, RefusedBatch::StoreNothing] {
+        for batch_size in [1, 10] {
+            let store = backend.open().await;
+            let options = ImportOptions {
+                batch_size,
+                refused_batch,
+                ..ImportOptions::default()
+            };
+            let err = import_events(&store, file.as_bytes(), options, |_| {})
+                .await
+                .unwrap_err();
+            let case = format!("{refused_batch:?}, batches of {batch_size}: {err:?}");
+            assert!(
+                matches!(&err.error, annals_core::Error::InvalidInput { field, .. } if field == "events[2].stream.id"),
+                "counted from the first event: {case}"
+            );
+            assert_eq!(
+                err.line,
+                Some(InputLine {
+                    number: 3,
+                    offset: bad
+                }),
+                "{case}"
+            );
+            assert_eq!(
+                (err.progress.byte_offset, err.progress.imported),
+                (bad, 2),
+                "{case}"
+            );
+            assert!(
+                err.to_string()
+                    .contains(&format!("line 3 (byte offset {bad}).stream.id")),
+                "{case}"
+            );
+            assert_eq!(ids(&*store).await, ["e1", "e2"], "{case}");
+        }
+    }
+}
+
+pub async fn an_expected_head_is_carried_from_batch_to_batch(backend: &Backend) {
+    let store = backend.open().await;
+    let file: String = (1..=5).map(good_line).collect();
+    let done = import_events(
+        &store,
+        file.as_bytes(),
+        ImportOptions {
+            batch_size: 2,
+            expected_head: Some(0),
+            ..ImportOptions::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.imported, done.head_position), (5, 5));
+    // A head that moved refuses the first batch: nothing is stored.
+    let more: String = (6..=7).map(good_line).collect();
+    let expecting = |head| ImportOptions {
+        expected_head: Some(head),
+        ..ImportOptions::default()
+    };
+    let err = import_events(&store, more.as_bytes(), expecting(4), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            annals_core::Error::WrongExpectedHead {
+                expected: 4,
+                actual: 5
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.line,
+        Some(InputLine {
+            number: 1,
+            offset: 0
+        })
+    );
+    assert_eq!((err.progress.byte_offset, err.progress.imported), (0, 0));
+    assert_eq!(all_events(&*store).await.len(), 5);
+    // An input without events still checks the head, and reports it.
+    let err = import_events(&store, &b"\n"[..], expecting(4), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongExpectedHead);
+    assert_eq!(
+        err.line,
+        Some(InputLine {
+            number: 2,
+            offset: 1
+        })
+    );
+    let done = import_events(&store, &b""[..], expecting(5), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.head_position, 5);
+    let done = import_events(&store, &b""[..], ImportOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.head_position, 5);
+}
+
+pub async fn a_refused_secret_is_named_by_its_line(backend: &Backend) {
+    let file = concat!(
+        "{\"idx\":5,\"id\":\"a\",\"secret\":\"1\"}\n",
+        "{\"idx\":6,\"id\":\"b\",\"secret\":\"2\"}\n",
+        "{\"idx\":7,\"id\":\"taken\",\"secret\":\"3\"}\n",
+    );
+    for (refused_batch, kept) in [
+        (RefusedBatch::KeepLinesBefore, 2),
+        (RefusedBatch::StoreNothing, 0),
+    ] {
+        let store = backend.open().await;
+        store.set_secret("taken", "k").await.unwrap();
+        let err = import_secrets(
+            &store,
+            file.as_bytes(),
+            SecretsImportOptions {
+                refused_batch,
+                ..SecretsImportOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SecretAlreadyExists, "{err}");
+        assert_eq!(err.line.map(|l| l.number), Some(3), "{refused_batch:?}");
+        assert_eq!(err.progress.imported, kept, "{refused_batch:?}");
+        assert_eq!(
+            store.describe().await.unwrap().secret_count,
+            1 + kept,
+            "{refused_batch:?}"
+        );
+    }
 }
 
 pub async fn auto_mode_empties_freezes_and_unfreezes(backend: &Backend) {
