@@ -10,7 +10,7 @@
 //! - [`IncrementalImport`] / [`incremental_import`]: new events without versions,
 //!   appended atomically after the newest stored one;
 //! - [`export_secrets`] / [`import_secrets`]: secrets with their idx and tombstones;
-//! - [`copy`]: a lossless copy between two stores, verified by [`checksum`]s;
+//! - [`copy()`]: a lossless copy between two stores, verified by [`checksum`]s;
 //! - [`MaintenanceMode`]: freeze the store for the duration, or not.
 //!
 //! The line format is [`annals_core::ndjson`]: one event per line, exactly the JSON
