@@ -34,7 +34,7 @@ use axum::Json as JsonBody;
 use futures::TryStreamExt;
 use serde_json::json;
 
-use annals_core::{Error, EventStore, OnConflict, Position};
+use annals_core::{OnConflict, Position};
 use annals_maintenance::{
     ImportError, ImportOptions, ImportProgress, RefusedBatch, SecretsImportOptions,
 };
@@ -78,52 +78,6 @@ pub(crate) fn mode(p: &Params) -> Result<Mode, ApiError> {
             "maintenanceMode",
             format!("must be `auto` or `manual`, not {other:?}"),
         )),
-    }
-}
-
-/// A freeze that `maintenanceMode=auto` took and must lift: [`FreezeGuard::release`]
-/// lifts it in place; a guard dropped unreleased (a response body dropped because the
-/// client went away) lifts it in a task of its own.
-pub(crate) struct FreezeGuard {
-    store: Option<Arc<dyn EventStore>>,
-}
-
-impl FreezeGuard {
-    /// Freezes the store ([`Error::AlreadyFrozen`] when it is frozen: `auto` never
-    /// lifts a freeze it did not take).
-    pub(crate) async fn freeze(store: Arc<dyn EventStore>) -> Result<Self, ApiError> {
-        store.freeze().await?;
-        Ok(FreezeGuard { store: Some(store) })
-    }
-
-    /// Unfreezes the store now.
-    pub(crate) async fn release(mut self) {
-        if let Some(store) = self.store.take() {
-            unfreeze(&*store).await;
-        }
-    }
-}
-
-async fn unfreeze(store: &dyn EventStore) {
-    match store.unfreeze().await {
-        Ok(()) => {}
-        // Someone unfroze it by hand meanwhile: nothing left to lift.
-        Err(Error::NotFrozen) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot unfreeze the store after an export"),
-    }
-}
-
-impl Drop for FreezeGuard {
-    fn drop(&mut self) {
-        let Some(store) = self.store.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { unfreeze(&*store).await });
-            }
-            Err(_) => tracing::warn!("no runtime left to unfreeze the store after an export"),
-        }
     }
 }
 

@@ -511,16 +511,22 @@ struct ExportState {
     from: ReadFrom,
     remaining: Option<u64>,
     done: bool,
-    /// With `maintenanceMode=auto`: the freeze to lift when the body ends.
-    frozen: Option<crate::maintenance::FreezeGuard>,
+    /// The export's maintenance (a freeze with `maintenanceMode=auto`), ended when the
+    /// body ends; a body dropped because the client went away drops it, which lifts
+    /// the freeze in a task of its own.
+    maintenance: Option<annals_maintenance::Maintenance>,
 }
 
 impl ExportState {
     /// Lifts the export's freeze (if any) before the body's last byte or error goes out,
     /// so a client that saw the end also sees the store writable.
     async fn finish(&mut self) {
-        if let Some(guard) = self.frozen.take() {
-            guard.release().await;
+        if let Some(maintenance) = self.maintenance.take() {
+            match maintenance.end().await {
+                // Someone unfroze it by hand meanwhile: nothing left to lift.
+                Ok(()) | Err(Error::NotFrozen) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot unfreeze the store after an export"),
+            }
         }
     }
 }
@@ -554,12 +560,9 @@ pub(crate) async fn export(
     let p = Params::parse_query(q.as_deref())?;
     let from = read_from(&p)?;
     let limit: Option<u64> = p.parse("limit")?;
-    let frozen = match crate::maintenance::mode(&p)? {
-        crate::maintenance::Mode::Auto => {
-            Some(crate::maintenance::FreezeGuard::freeze(Arc::clone(&s)).await?)
-        }
-        crate::maintenance::Mode::Manual => None,
-    };
+    let maintenance = Some(
+        annals_maintenance::Maintenance::begin(&s, crate::maintenance::mode(&p)?.into()).await?,
+    );
     let head = s.describe().await?.head_position;
     count(&reg.metrics.reads, 1);
     let state = ExportState {
@@ -567,7 +570,7 @@ pub(crate) async fn export(
         from,
         remaining: limit,
         done: false,
-        frozen,
+        maintenance,
     };
     // Pages are read one at a time, as the client takes the previous one.
     let lines = futures::stream::unfold(state, |mut st| async move {
