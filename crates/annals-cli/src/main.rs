@@ -193,6 +193,10 @@ enum Command {
         /// with `event: lagged`; the client then resumes from its last id.
         #[arg(long, default_value_t = annals_server::DEFAULT_MAX_SUBSCRIBER_LAG)]
         max_subscriber_lag: u64,
+        /// The largest request body accepted, in bytes (413 `limit_exceeded` naming
+        /// `maxBodyBytes` beyond it); NDJSON imports are streamed and not bound by it.
+        #[arg(long, default_value_t = annals_server::DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
     },
     /// Create the store.
     Create {
@@ -591,6 +595,7 @@ async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
         listen,
         token_file,
         max_subscriber_lag,
+        max_body_bytes,
     } = cli.command
     {
         if cli.data.is_some() && cli.postgres.is_some() {
@@ -604,6 +609,7 @@ async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
         let data = cli.data.unwrap_or_else(|| PathBuf::from("./annals-data"));
         let mut config = ServerConfig::new(&data).listen(listen);
         config.max_subscriber_lag = max_subscriber_lag;
+        config.max_body_bytes = max_body_bytes;
         config.postgres = cli.postgres;
         config.postgres_options.schema = cli.postgres_schema;
         return serve(config, token_file).await;

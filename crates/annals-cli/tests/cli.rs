@@ -483,3 +483,53 @@ fn append_errors_name_the_field_on_one_line() {
     stdout(annals("s10").args(["append", r#"{"aggregateId":"a","version":null}"#]));
     stdout(annals("s10").args(["append", r#"{"aggregateId":"a","version":2}"#]));
 }
+
+#[test]
+fn serve_with_a_smaller_body_limit_names_it_in_the_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-body-bytes",
+            "2048",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let append = |payload_bytes: usize| {
+        let event = format!(
+            r#"{{"aggregateId":"a","type":"T","payload":"{}"}}"#,
+            "x".repeat(payload_bytes)
+        );
+        Command::cargo_bin("annals")
+            .unwrap()
+            .args(["--url", &url, "append", &event])
+            .output()
+            .unwrap()
+    };
+    let small = append(1000);
+    let large = append(3000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        small.status.success(),
+        "{}",
+        String::from_utf8_lossy(&small.stderr)
+    );
+    assert!(!large.status.success());
+    let refusal = String::from_utf8_lossy(&large.stderr);
+    assert!(
+        refusal.contains("maxBodyBytes") && refusal.contains("2048"),
+        "{refusal}"
+    );
+}

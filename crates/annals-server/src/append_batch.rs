@@ -90,7 +90,7 @@ pub(crate) async fn append_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let echo = crate::routes::echo(query.as_deref())?;
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let batch: BatchBody<'_> =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?;

@@ -307,7 +307,7 @@ pub(crate) async fn push(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     reg.get(&store).await?;
-    let body: PushBody = parse_body(&body_bytes(body)?)?;
+    let body: PushBody = parse_body(&body_bytes(body, reg.max_body_bytes)?)?;
     let events = incoming(body.events)?;
     let mut open = reg.imports.lock()?;
     let import = open

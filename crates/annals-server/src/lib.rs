@@ -64,6 +64,9 @@ pub use registry::MAX_STORE_NAME;
 /// The address `annals serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";
 
+/// The default of [`ServerConfig::max_body_bytes`] (API.md: 16 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
 /// The default of [`ServerConfig::max_subscriber_lag`].
 pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 100_000;
 
@@ -94,6 +97,10 @@ pub struct ServerConfig {
     /// event is read before the socket takes the previous ones), so memory stays
     /// bounded whatever this is; the limit bounds how stale a connection may get.
     pub max_subscriber_lag: u64,
+    /// The largest request body accepted, in bytes (413 `limit_exceeded` naming
+    /// `maxBodyBytes` beyond it). NDJSON imports are streamed and not bound by it; one
+    /// append (events and all) is.
+    pub max_body_bytes: usize,
 }
 
 impl ServerConfig {
@@ -107,6 +114,7 @@ impl ServerConfig {
             embedded: EmbeddedOptions::default(),
             tokens: None,
             max_subscriber_lag: DEFAULT_MAX_SUBSCRIBER_LAG,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -189,7 +197,11 @@ impl Server {
             source,
         })?;
         Ok(Server {
-            registry: Arc::new(registry::Registry::new(backing, config.max_subscriber_lag)),
+            registry: Arc::new({
+                let mut registry = registry::Registry::new(backing, config.max_subscriber_lag);
+                registry.max_body_bytes = config.max_body_bytes;
+                registry
+            }),
             tokens: config.tokens,
             listener,
             addr,

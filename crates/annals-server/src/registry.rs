@@ -38,6 +38,8 @@ pub(crate) struct Registry {
     shutting_down: AtomicBool,
     /// Cancelled when the shutdown begins: live subscriptions end on it.
     shutdown: tokio_util::sync::CancellationToken,
+    /// See [`crate::ServerConfig::max_body_bytes`].
+    pub(crate) max_body_bytes: usize,
     /// See [`crate::ServerConfig::max_subscriber_lag`].
     pub(crate) max_subscriber_lag: u64,
     /// The counters of `GET /metrics`.
@@ -111,6 +113,7 @@ impl Registry {
         Registry {
             backing,
             max_subscriber_lag,
+            max_body_bytes: crate::DEFAULT_MAX_BODY_BYTES,
             stores: Mutex::new(HashMap::new()),
             dropping: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),

@@ -172,7 +172,7 @@ pub(crate) fn router(registry: Arc<Registry>, tokens: Option<crate::auth::Tokens
     routes()
         .router
         .fallback(|| async { ApiError::Store(Error::not_found("route", "no such route")) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(registry.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             crate::auth::check,
@@ -213,16 +213,15 @@ pub(crate) async fn openapi() -> JsonBody<&'static utoipa::openapi::OpenApi> {
     JsonBody(crate::openapi::document())
 }
 
-/// The largest request body accepted (API.md: 16 MiB by default).
-pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
-
-/// The body, or the error naming the limit it exceeds.
-pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The body, or the error naming the limit it exceeds (`limit`, the server's
+/// [`crate::ServerConfig::max_body_bytes`], which the router enforces).
+pub(crate) fn body_bytes(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge {
-                limit: MAX_BODY_BYTES,
-            }
+            ApiError::BodyTooLarge { limit }
         } else {
             ApiError::invalid("body", e.body_text())
         }
@@ -401,7 +400,7 @@ pub(crate) async fn append(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let echo = echo(query.as_deref())?;
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let request = parse_body::<AppendBody>(&body)?.into_request()?;
     let result = s.append(request).await?;
@@ -671,7 +670,7 @@ pub(crate) async fn mark_dispatched_at(
     Path(store): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let b: wire::PositionsIn = parse_body(&body)?;
     if b.positions.len() > MAX_DISPATCHED_POSITIONS {
@@ -838,7 +837,7 @@ pub(crate) async fn save_stream_snapshot(
     Path(store): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let mut b: wire::SnapshotBody = parse_body(&body)?;
     let data = b.data();
@@ -971,7 +970,7 @@ pub(crate) async fn save_snapshot(
     Path((store, key)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let b: wire::KeyedSnapshotBody = parse_body(&body)?;
     s.save_snapshot(&key, &b.content).await?;
@@ -1061,7 +1060,7 @@ pub(crate) async fn import_snapshots(
         )
             .into_response());
     }
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let b: wire::KeyedSnapshotsIn = parse_body(&body)?;
     let imported = s.import_snapshots(b.into_snapshots()).await?;
@@ -1137,7 +1136,7 @@ pub(crate) async fn set_secret(
     Path((store, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let b: wire::SecretBody = parse_body(&body)?;
     if !b.has_events() {
@@ -1225,7 +1224,7 @@ pub(crate) async fn delete_secret(
     Path((store, id)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body_bytes(body)?;
+    let body = body_bytes(body, reg.max_body_bytes)?;
     let s = reg.get(&store).await?;
     let b: Option<AppendBody> = if body.iter().all(u8::is_ascii_whitespace) {
         None
