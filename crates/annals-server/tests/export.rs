@@ -4,9 +4,8 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
 
-use annals_server::{Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -30,15 +29,10 @@ async fn export(http: &reqwest::Client, url: &str) -> Result<Vec<u64>, (StatusCo
 
 #[tokio::test]
 async fn export_starts_after_a_position_or_a_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        Server::bind(ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0))))
-            .await
-            .unwrap();
-    let base = format!("http://{}/v1/stores/x", server.local_addr());
-    tokio::spawn(server.run_until(std::future::pending()));
-    let http = reqwest::Client::new();
-    http.put(&base).send().await.unwrap();
+    let s = support::start().await;
+    s.create("x").await;
+    let base = s.at("/v1/stores/x");
+    let http = s.http.clone();
     let events: Vec<Value> = (0..2500)
         .map(|i| json!({"aggregateId": format!("s{}", i % 7), "type": "T", "payload": {"i": i}}))
         .collect();
@@ -91,4 +85,5 @@ async fn export_starts_after_a_position_or_a_cursor() {
         .unwrap_err();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["field"], "cursor", "{body}");
+    s.stop().await;
 }

@@ -4,6 +4,8 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,73 +13,7 @@ use annals_server::{ServeError, Server, ServerConfig};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-struct Running {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Running {
-    start_with(None).await
-}
-
-async fn start_with(tokens: Option<annals_server::Tokens>) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-    config.tokens = tokens;
-    let server = Server::bind(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        url,
-        http: reqwest::Client::new(),
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
-}
-
-impl Running {
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, self.at(path));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown finishes")
-            .unwrap()
-            .unwrap();
-    }
-}
+use support::start;
 
 #[tokio::test]
 async fn healthz_and_metrics_answer() {
@@ -807,7 +743,11 @@ async fn tokens_guard_every_v1_request() {
     let tokens =
         annals_server::Tokens::parse("# tokens\n\nrw-secret read-write\nro-secret read-only\n")
             .unwrap();
-    let s = start_with(Some(tokens)).await;
+    let s = support::start_with(|mut config| {
+        config.tokens = Some(tokens);
+        config
+    })
+    .await;
     let send = |method: Method, path: &str, token: Option<&str>| {
         let mut r = s.http.request(method, s.at(path));
         if let Some(t) = token {

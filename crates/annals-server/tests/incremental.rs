@@ -4,57 +4,20 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
-use annals_server::{ServeError, Server, ServerConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use support::Running;
 
-struct Running {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
+/// A server with the store `s`.
 async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = Server::bind(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    let running = Running {
-        url,
-        http: reqwest::Client::new(),
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    };
-    let (status, _) = running.call(Method::PUT, "/v1/stores/s", None).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let running = support::start().await;
+    running.create("s").await;
     running
 }
 
 impl Running {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.url));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     async fn begin(&self) -> String {
         let (status, body) = self.call(Method::POST, "/v1/stores/s/imports", None).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -83,17 +46,6 @@ impl Running {
         let (status, body) = self.call(Method::GET, "/v1/stores/s/events", None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["events"].as_array().unwrap().clone()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown finishes")
-            .unwrap()
-            .unwrap();
     }
 }
 

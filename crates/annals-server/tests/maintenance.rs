@@ -5,61 +5,13 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod support;
 
-use annals_server::{ServeError, Server, ServerConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-struct Running {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = Server::bind(config).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        url,
-        http: reqwest::Client::new(),
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
-}
+use support::{start, Running};
 
 impl Running {
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, self.at(path));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        answer(r.send().await.unwrap()).await
-    }
-
-    async fn ndjson(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(self.at(path))
-            .header("content-type", "application/x-ndjson")
-            .body(body);
-        answer(r.send().await.unwrap()).await
-    }
-
     async fn export(&self, store: &str) -> Vec<u8> {
         let r = self
             .http
@@ -88,26 +40,6 @@ impl Running {
             .await
             .1
     }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown finishes")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn answer(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 /// One event line as an export writes it.
