@@ -478,11 +478,63 @@ async fn a_corrupted_checkpoint_is_reported_not_ignored(kind: Kind) {
     env.finish().await;
 }
 
+/// While one projection waits between retries (an endless budget, a slow backoff), the
+/// others catch up and follow new events live: a failing handler never holds them up.
+async fn a_retrying_projection_does_not_hold_up_the_others(kind: Kind) {
+    let env = Env::new(kind).await;
+    let store = env.open();
+    append(&*store, &StreamId::new("s"), 6).await;
+    let good_seen = Seen::default();
+    let projector = Projector::with_options(
+        store.clone(),
+        ProjectorOptions {
+            batch_size: 4,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(1), None),
+        },
+    );
+    projector
+        .add(
+            "stuck",
+            projection_fn(|event: RecordedEvent| async move {
+                if event.position >= 2 {
+                    Err::<(), BoxError>("the read model is down".into())
+                } else {
+                    Ok(())
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    projector.add("good", recorder(&good_seen)).await.unwrap();
+    projector.start().await.unwrap();
+    within(
+        "the first failure",
+        projector.wait_until("stuck", |s| s.retries >= 1),
+    )
+    .await
+    .unwrap();
+    append(&*store, &StreamId::new("s"), 3).await;
+    within(
+        "good",
+        projector.wait_until("good", |s| s.live && s.checkpoint >= 9),
+    )
+    .await
+    .unwrap();
+    assert_eq!(positions(&good_seen), (1..=9).collect::<Vec<_>>());
+    let stuck = projector.status("stuck").await.unwrap();
+    assert_eq!(stuck.state, ProjectionState::Running, "still retrying");
+    assert!(stuck.checkpoint <= 1, "{stuck:?}");
+    assert_eq!(stuck.last_error.unwrap().position, 2);
+    projector.shutdown().await;
+    env.finish().await;
+}
+
 on_every_backend!(
     checkpoint_resumes_after_restart,
     events_arrive_in_position_order_under_concurrent_writers,
     a_failing_handler_is_retried_until_it_succeeds,
     an_exhausted_budget_stops_the_projection_and_spares_the_others,
+    a_retrying_projection_does_not_hold_up_the_others,
     flush_runs_before_every_checkpoint_and_on_its_interval,
     reset_rebuilds_from_position_zero,
     a_filter_selects_events_and_the_checkpoint_passes_the_rest,
