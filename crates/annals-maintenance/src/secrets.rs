@@ -96,14 +96,18 @@ where
             tombstones: 0,
             next_idx: from_idx,
         };
-        let mut pages = Vec::new();
-        secret_pages(&**store, from_idx, |page| {
-            pages.push(page);
-            Ok(())
-        })
-        .await?;
+        // A page at a time: each is written before the next is read, so memory stays
+        // bounded by one page whatever the number of secrets.
         let mut buf = Vec::new();
-        for page in pages {
+        loop {
+            let page = store
+                .list_secrets(SecretQuery {
+                    from_idx: report.next_idx,
+                    limit: Some(SECRET_PAGE),
+                    include_deleted: true,
+                    ..SecretQuery::default()
+                })
+                .await?;
             buf.clear();
             for s in &page {
                 write_secret(&mut buf, s);
@@ -112,6 +116,9 @@ where
                 report.next_idx = s.idx + 1;
             }
             out.write_all(&buf).await.map_err(io_error)?;
+            if (page.len() as u64) < SECRET_PAGE {
+                break;
+            }
         }
         out.flush().await.map_err(io_error)?;
         Ok(report)

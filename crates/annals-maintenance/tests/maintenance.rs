@@ -1,6 +1,6 @@
 //! The maintenance toolkit against real backends: the in-memory reference and the
-//! embedded store on disk. Every test runs on both (and on PostgreSQL when
-//! `ANNALS_TEST_POSTGRES_URL` is set — see `postgres.rs`).
+//! embedded store on disk. Every test runs on both (and on PostgreSQL — see
+//! `postgres.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,6 +47,7 @@ on_every_backend!(
     incremental_import_refuses_older_events_and_writes_nothing,
     incremental_rollback_writes_nothing,
     secrets_round_trip_with_idx_and_tombstones,
+    secrets_export_spans_pages,
     copy_is_lossless_and_verified,
     copy_refuses_a_non_empty_target,
     copy_keeps_every_snapshot,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use annals_core::{
     AppendRequest, ErrorKind, EventStore, ExpectedVersion, Json, NewStreamSnapshot, OnConflict,
-    ProposedEvent, ReadAll, RecordedEvent, StreamId, StreamRead, Timestamp,
+    ProposedEvent, ReadAll, RecordedEvent, SecretImport, StreamId, StreamRead, Timestamp,
 };
 use annals_maintenance::{
     checksum, copy, export_events, export_secrets, import_events, import_secrets,
@@ -901,6 +901,49 @@ pub async fn incremental_rollback_writes_nothing(backend: &Backend) {
     assert_eq!(import.staged_count(), 1);
     import.rollback();
     assert!(all_events(&*store).await.is_empty());
+}
+
+/// A secrets export longer than one page of the store's listing (5,000) writes every
+/// secret once, in idx order, and imports back to the same secrets.
+pub async fn secrets_export_spans_pages(backend: &Backend) {
+    let source = backend.open().await;
+    let secrets: Vec<SecretImport> = (0..12_001u64)
+        .map(|i| SecretImport {
+            idx: Some(i),
+            id: format!("s{i}"),
+            secret: (i % 1_000 != 0).then(|| format!("key-{i}")),
+        })
+        .collect();
+    source
+        .import_secrets(secrets, OnConflict::Error)
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    let report = export_secrets(&source, &mut file, 0, MaintenanceMode::Manual)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.lines, report.tombstones, report.next_idx),
+        (12_001, 13, 12_001)
+    );
+    let idx: Vec<u64> = String::from_utf8(file.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["idx"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(idx, (0..12_001).collect::<Vec<_>>());
+    let target = backend.open().await;
+    import_secrets(&target, &file[..], SecretsImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        checksum(&*source).await.unwrap(),
+        checksum(&*target).await.unwrap()
+    );
 }
 
 pub async fn secrets_round_trip_with_idx_and_tombstones(backend: &Backend) {
