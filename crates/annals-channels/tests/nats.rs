@@ -9,12 +9,15 @@ use std::time::Duration;
 use annals_channels::nats::{NatsChannel, NatsConfig};
 use annals_channels::{Message, MessageChannel};
 use annals_core::ErrorKind;
+use annals_testkit::services;
 use async_nats::jetstream::consumer::pull;
 use futures::StreamExt;
 
 #[tokio::test]
 async fn published_messages_are_consumed_back_in_order() {
-    let Some(url) = support::nats() else { return };
+    let Some(url) = services::NATS.available() else {
+        return;
+    };
     let subject = format!("annals.test.{}", support::unique("order"));
     let config = NatsConfig::new(&subject);
     let channel = NatsChannel::connect(&url, config.clone()).await.unwrap();
@@ -52,7 +55,9 @@ async fn published_messages_are_consumed_back_in_order() {
 
 #[tokio::test]
 async fn a_subject_no_stream_captures_is_a_backend_error() {
-    let Some(url) = support::nats() else { return };
+    let Some(url) = services::NATS.available() else {
+        return;
+    };
     let mut config = NatsConfig::new(format!("annals.nostream.{}", support::unique("x")));
     config.create_stream = false;
     let channel = NatsChannel::connect(&url, config).await.unwrap();

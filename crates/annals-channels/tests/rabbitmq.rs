@@ -9,13 +9,14 @@ use std::time::Duration;
 use annals_channels::rabbitmq::{RabbitMqChannel, RabbitMqConfig};
 use annals_channels::{Message, MessageChannel};
 use annals_core::ErrorKind;
+use annals_testkit::services;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 
 #[tokio::test]
 async fn published_messages_are_consumed_back_in_order() {
-    let Some(url) = support::rabbitmq() else {
+    let Some(url) = services::RABBITMQ.available() else {
         return;
     };
     let queue = support::unique("annals-test");
@@ -70,7 +71,7 @@ async fn published_messages_are_consumed_back_in_order() {
 
 #[tokio::test]
 async fn an_unroutable_message_is_a_backend_error() {
-    let Some(url) = support::rabbitmq() else {
+    let Some(url) = services::RABBITMQ.available() else {
         return;
     };
     let config = RabbitMqConfig::exchange("", support::unique("no-such-queue"));

@@ -7,11 +7,14 @@ mod support;
 use annals_channels::redis::{RedisChannel, BODY_FIELD};
 use annals_channels::{Message, MessageChannel};
 use annals_core::ErrorKind;
+use annals_testkit::services;
 use redis::streams::StreamRangeReply;
 
 #[tokio::test]
 async fn published_messages_are_read_back_in_order() {
-    let Some(url) = support::redis() else { return };
+    let Some(url) = services::REDIS.available() else {
+        return;
+    };
     let key = support::unique("annals:test");
     let channel = RedisChannel::connect(&url, &key).await.unwrap();
     assert_eq!(channel.name(), "redis");
@@ -55,7 +58,9 @@ async fn published_messages_are_read_back_in_order() {
 
 #[tokio::test]
 async fn a_key_of_another_type_is_a_backend_error() {
-    let Some(url) = support::redis() else { return };
+    let Some(url) = services::REDIS.available() else {
+        return;
+    };
     let key = support::unique("annals:test:string");
     let channel = RedisChannel::connect(&url, &key).await.unwrap();
     let mut conn = channel.connection();

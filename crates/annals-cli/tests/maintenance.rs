@@ -271,7 +271,7 @@ fn incremental_import_appends_after_the_newest_event() {
 
 #[test]
 fn copy_embedded_to_postgres_when_available() {
-    let Some(url) = support::postgres("copy_embedded_to_postgres_when_available") else {
+    let Some(url) = annals_testkit::services::POSTGRES.available() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

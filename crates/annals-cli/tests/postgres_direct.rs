@@ -7,6 +7,7 @@
 
 mod support;
 
+use annals_testkit::services::POSTGRES;
 use assert_cmd::Command;
 use serde_json::Value;
 
@@ -35,7 +36,7 @@ fn ok(c: &mut Command) -> String {
 
 #[test]
 fn append_read_describe_on_a_postgres_url() {
-    let Some(url) = support::postgres("append_read_describe_on_a_postgres_url") else {
+    let Some(url) = POSTGRES.available() else {
         return;
     };
     let schema = support::Schema::fresh(&url);

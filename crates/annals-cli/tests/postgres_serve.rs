@@ -1,20 +1,19 @@
 //! `annals serve --postgres URL` as a process: stores live in PostgreSQL, the verbs work
 //! the same, and a restarted server still has them. The database is
 //! `ANNALS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), in a
-//! schema of this run's own (`annals_test_<unix seconds>_<pid>`, the pattern whose stale
-//! schemas the annals-postgres tests drop). Without a reachable database the test fails
-//! under `CI=true` and is skipped (loudly) elsewhere.
+//! schema of the test's own, dropped when it ends. Without a reachable database the
+//! test fails under `CI=true` and is skipped (loudly) elsewhere.
 
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use annals_testkit::services::POSTGRES;
 use assert_cmd::Command;
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 struct Server(Child);
 
@@ -70,28 +69,13 @@ fn stdout(c: &mut Command) -> String {
 
 #[test]
 fn serve_on_postgres_keeps_stores_across_restarts() {
-    let database =
-        std::env::var("ANNALS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let schema = format!("annals_test_{secs}_{}", std::process::id());
-    let (server, url) = match serve(&database, &schema) {
-        Ok(started) => started,
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("`annals serve --postgres {database}` did not start ({why}); under CI=true this test must run")
-        }
-        Err(why) => {
-            // Straight to stderr: libtest does not capture this, so a skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: `annals serve --postgres {database}` did not start ({why}).\n\
-                 *** Start PostgreSQL, or set ANNALS_TEST_POSTGRES_URL; this test did not run.\n"
-            );
-            return;
-        }
+    let Some(database) = POSTGRES.available() else {
+        return;
     };
+    // Declared before the servers, so dropped after them: no connection holds it then.
+    let schema = support::Schema::fresh(&database);
+    let (server, url) = serve(&database, schema.name())
+        .unwrap_or_else(|why| panic!("`annals serve --postgres {database}` did not start: {why}"));
 
     stdout(annals(&url, "orders").arg("create"));
     let out = annals(&url, "orders").arg("create").output().unwrap();
@@ -106,7 +90,7 @@ fn serve_on_postgres_keeps_stores_across_restarts() {
     drop(server);
 
     // A new server on the same schema still has the store and its events.
-    let (server, url) = serve(&database, &schema).expect("the server restarts");
+    let (server, url) = serve(&database, schema.name()).expect("the server restarts");
     let read = stdout(annals(&url, "orders").args(["read", "--json"]));
     let events: Vec<serde_json::Value> = read
         .lines()

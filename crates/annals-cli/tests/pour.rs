@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -146,12 +144,7 @@ fn pour_all_and_stream_to_stdout() {
 
 #[test]
 fn pour_ids_into_nats() {
-    let Some(url) = support::service(
-        "pour_ids_into_nats",
-        "NATS",
-        "ANNALS_TEST_NATS_URL",
-        "nats://127.0.0.1:4222",
-    ) else {
+    let Some(url) = annals_testkit::services::NATS.available() else {
         return;
     };
     seed("p2");

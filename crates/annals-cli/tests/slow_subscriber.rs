@@ -5,8 +5,6 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
@@ -113,8 +111,7 @@ fn measure<T>(server: &Server, url: &str, stall: impl FnOnce() -> T) -> (u64, T)
 #[test]
 fn a_stalled_subscriber_costs_no_memory_and_is_told_it_lagged() {
     if !std::path::Path::new("/proc/self/status").exists() {
-        support::skip(
-            "a_stalled_subscriber_costs_no_memory_and_is_told_it_lagged",
+        annals_testkit::services::skip(
             "no /proc to read the server's resident memory from",
             "run it on Linux",
         );

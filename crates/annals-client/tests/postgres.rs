@@ -6,13 +6,13 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), in a schema of this run's own,
 //! `annals_test_<unix seconds>_<pid>` (each test drops its store; the emptied schema is
 //! dropped by a later run of the annals-postgres tests, which remove the
-//! `annals_test_*` schemas of runs older than an hour). Without a
-//! reachable database the tests fail under `CI=true` and are skipped (loudly) elsewhere.
+//! `annals_test_*` schemas of runs older than an hour). Without a reachable database
+//! the tests fail under `CI=true` and are skipped (loudly) elsewhere: the rule of
+//! `annals_testkit::services`.
 
 // Test helpers panic on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,25 +21,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use annals_client::HttpStore;
 use annals_core::EventStore;
 use annals_server::{Server, ServerConfig};
+use annals_testkit::services::POSTGRES;
 use annals_testkit::TestStore;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn database_url() -> String {
-    std::env::var("ANNALS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
 /// The base URL of the PostgreSQL-backed server shared by the tests of this binary, or
-/// `None` (the test is skipped) when the database cannot be reached outside CI.
+/// `None` (the test is skipped, and says so) when the database cannot be reached
+/// outside CI.
 fn server_url() -> Option<&'static str> {
-    static URL: OnceLock<Option<String>> = OnceLock::new();
-    URL.get_or_init(|| {
+    let database = POSTGRES.available()?;
+    static URL: OnceLock<String> = OnceLock::new();
+    let url = URL.get_or_init(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let schema = format!("annals_test_{secs}_{}", std::process::id());
         let (tx, rx) = std::sync::mpsc::channel();
+        let on = database.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(4)
@@ -49,7 +47,7 @@ fn server_url() -> Option<&'static str> {
             runtime.block_on(async move {
                 let mut config = ServerConfig::new("unused-with-postgres")
                     .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-                config.postgres = Some(database_url());
+                config.postgres = Some(on);
                 config.postgres_options.schema = schema;
                 let connect =
                     tokio::time::timeout(std::time::Duration::from_secs(10), Server::bind(config))
@@ -75,29 +73,14 @@ fn server_url() -> Option<&'static str> {
         });
         match rx.recv().expect("the test server thread answers") {
             Ok(url) => {
-                eprintln!(
-                    "annals-client postgres tests: server at {url} on {}",
-                    database_url()
-                );
-                Some(url)
+                eprintln!("annals-client postgres tests: server at {url} on {database}");
+                url
             }
-            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-                "PostgreSQL at {} is not usable ({why}); under CI=true these tests must run",
-                database_url()
-            ),
-            Err(why) => {
-                // Straight to stderr: libtest does not capture this, so a skip is seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** SKIPPED: PostgreSQL at {} is not usable ({why}).\n*** Start it, or set \
-                     ANNALS_TEST_POSTGRES_URL; the PostgreSQL-backed server tests did not run.\n",
-                    database_url()
-                );
-                None
-            }
+            // PostgreSQL answers, so a server that does not start is a failure.
+            Err(why) => panic!("the server on PostgreSQL at {database} did not start: {why}"),
         }
-    })
-    .as_deref()
+    });
+    Some(url)
 }
 
 /// Drops the test's store on the server when the test is done with it, so the server

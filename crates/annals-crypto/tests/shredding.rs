@@ -176,27 +176,17 @@ async fn shredding_through_the_http_client() {
 /// and is skipped, saying so on the terminal, elsewhere.
 #[tokio::test]
 async fn shredding_on_postgres() {
-    use std::io::Write;
-    let url = std::env::var("ANNALS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let Some(url) = annals_testkit::services::POSTGRES.available() else {
+        return;
+    };
     let schema = format!("annals_crypto_test_{}", std::process::id());
     let options = annals_postgres::PostgresOptions {
         schema: schema.clone(),
         ..annals_postgres::PostgresOptions::default()
     };
-    let db = match annals_postgres::PostgresDatabase::connect(&url, options).await {
-        Ok(db) => db,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("PostgreSQL at {url} is required under CI=true: {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED shredding_on_postgres: no PostgreSQL at {url} ({e}); set ANNALS_TEST_POSTGRES_URL"
-            );
-            return;
-        }
-    };
+    let db = annals_postgres::PostgresDatabase::connect(&url, options)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e}"));
     let mut stores = Vec::new();
     for i in 0..4 {
         stores

@@ -92,7 +92,7 @@ fn acknowledged_appends_survive_kill_9_of_the_appending_process() {
             .env(STORE_ENV, &name)
             .env(CYCLE_ENV, cycle.to_string())
             .env(support::SCHEMA_ENV, support::schema())
-            .env("ANNALS_TEST_POSTGRES_URL", support::url())
+            .env(annals_testkit::services::POSTGRES.env(), support::url())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -173,7 +173,7 @@ fn spawn_child(role: &str, store: &str) -> Child {
         .env(ROLE_ENV, role)
         .env(STORE_ENV, store)
         .env(support::SCHEMA_ENV, support::schema())
-        .env("ANNALS_TEST_POSTGRES_URL", support::url())
+        .env(annals_testkit::services::POSTGRES.env(), support::url())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

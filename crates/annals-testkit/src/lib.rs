@@ -9,7 +9,10 @@
 //!   reported per behaviour;
 //! - [`model`]: a model-based property test that drives random operation sequences
 //!   against a backend and against [`annals_core::MemoryStore`], the reference, and
-//!   compares every answer.
+//!   compares every answer;
+//! - [`services`]: the one rule for tests that need PostgreSQL, NATS, Redis or
+//!   RabbitMQ: where it is, and whether the test runs, is skipped (loudly) or fails
+//!   (under `CI=true`).
 //!
 //! A backend's `tests/conformance.rs` (here with the in-memory backend):
 //!
@@ -53,6 +56,7 @@ use annals_core::EventStore;
 
 pub mod conformance;
 pub mod model;
+pub mod services;
 pub mod wrap;
 
 /// What a backend's test factory hands the suite: a fresh, empty store, and whatever

@@ -1,96 +1,42 @@
-//! What the PostgreSQL tests share: the server URL, a schema per test run, a fresh
-//! store per test, clean-up, and the skip-or-fail rule when the server is missing.
+//! What the PostgreSQL tests share: a schema per test run, a fresh store per test and
+//! clean-up. Whether the server is there, and what happens when it is not, is the
+//! rule of `annals_testkit::services` (`ANNALS_TEST_POSTGRES_URL`, else the local
+//! server; skipped loudly, or failed under `CI=true`).
 //!
-//! - The URL comes from `ANNALS_TEST_POSTGRES_URL` (default
-//!   `postgres://postgres@127.0.0.1:5432/test`).
 //! - Every test binary run uses its own schema, `annals_test_<unix seconds>_<pid>`;
 //!   each test gets its own store in it. A test's store is deleted when the test ends,
 //!   and the schema is dropped when no test of the run is using it. Schemas of runs
 //!   that died more than an hour ago are dropped by the next run.
-//! - Without a reachable server, tests fail under `CI=true` and are skipped elsewhere,
-//!   with a message on the terminal saying why.
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use annals_postgres::{PostgresDatabase, PostgresOptions, PostgresStore};
+pub use annals_testkit::services::say;
+use annals_testkit::services::POSTGRES;
 use annals_testkit::TestStore;
 use sqlx::Connection;
 
-/// The default server, used when `ANNALS_TEST_POSTGRES_URL` is unset.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Child processes of a test find their schema here.
 pub const SCHEMA_ENV: &str = "ANNALS_TEST_SCHEMA";
 
 /// The server the tests use.
 pub fn url() -> String {
-    std::env::var("ANNALS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+    POSTGRES.url()
 }
 
-/// Writes to the terminal even when libtest captures test output.
-pub fn say(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Whether the server answers; says (once) which URL is used. Under `CI=true` a
-/// missing server panics; elsewhere the caller skips its test.
+/// Whether the tests use the server (said once on the terminal). Without it, panics
+/// under `CI=true`; elsewhere says the test is skipped, and the caller returns.
 pub fn available() -> bool {
-    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    let probe = PROBE.get_or_init(|| {
-        let url = url();
-        let result = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                match tokio::time::timeout(
-                    Duration::from_secs(5),
-                    sqlx::PgConnection::connect(&url),
-                )
-                .await
-                {
-                    Ok(Ok(conn)) => {
-                        let _ = conn.close().await;
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("no answer within 5 s".to_owned()),
-                }
-            })
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the probe thread panicked".to_owned()));
-        if result.is_ok() {
-            say(&format!(
-                "annals-postgres tests: using PostgreSQL at {}",
-                self::url()
-            ));
-        }
-        result
-    });
-    match probe {
-        Ok(()) => true,
-        Err(why) if in_ci() => panic!(
-            "PostgreSQL at {} is not reachable ({why}); under CI=true the PostgreSQL tests must run",
-            url()
-        ),
-        Err(why) => {
-            say(&format!(
-                "\n*** SKIPPED: PostgreSQL at {} is not reachable ({why}).\n*** Start it, or set ANNALS_TEST_POSTGRES_URL; this test did not run.\n",
-                url()
-            ));
-            false
-        }
-    }
+    static USING: Once = Once::new();
+    let Some(url) = POSTGRES.available() else {
+        return false;
+    };
+    USING.call_once(|| say(&format!("annals-postgres tests: using PostgreSQL at {url}")));
+    true
 }
 
 /// The schema of this test run (children of a test use their parent's).
