@@ -1,8 +1,10 @@
 //! # annals-channels
 //!
 //! Carries Annals events to the rest of a system: one small [`MessageChannel`] trait
-//! with real adapters, and the [`pour`] tools that re-publish past events (castore's
-//! "dam": pour aggregate ids, one stream, a whole store, several stores merged).
+//! with real adapters, the [`outbox`] relay that delivers new commits to a channel
+//! through the outbox publisher (`replay = false`), and the [`pour`] tools that
+//! re-publish past events (castore's "dam": pour aggregate ids, one stream, a whole
+//! store, several stores merged; `replay = true`).
 //!
 //! | adapter | feature | delivery guarantee of `publish` |
 //! | --- | --- | --- |
@@ -57,6 +59,7 @@ use annals_core::{Error, RecordedEvent, Result, StreamId};
 mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod outbox;
 pub mod pour;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;

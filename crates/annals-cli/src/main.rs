@@ -33,6 +33,8 @@
 //! annals snapshot ls [--start-after K --limit N]; annals snapshot get|put|rm KEY
 //! annals secret get|set|rm ID; annals secret set ID VALUE --events FILE|-
 //! annals append --overwrite '{"aggregateId": "acc-1", "version": 1, "type": "Opened"}'
+//! annals publish --channel nats://127.0.0.1:4222 --topic orders   # the outbox relay
+//! annals pour all --channel nats://127.0.0.1:4222 --rate 200     # a replay
 //! ```
 //!
 //! ## Output
@@ -92,6 +94,7 @@ mod interrupt;
 mod location;
 mod maintenance;
 mod pour;
+mod publish;
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -258,6 +261,10 @@ enum Command {
     /// Re-publish past events into a message channel (replay): the ids of the store's
     /// streams, one stream's events, every event of the store, or several stores merged.
     Pour(pour::PourArgs),
+    /// The outbox relay: deliver the undispatched events, then every new commit, to a
+    /// message channel, marking each batch dispatched once the channel accepted it;
+    /// runs until Ctrl-C or SIGTERM, or with `--until-idle` until none is left.
+    Publish(publish::PublishArgs),
     /// Follow new events live (from the current head, or after `--after`); ends on
     /// Ctrl-C or SIGTERM (exit code 0). On a store opened directly it follows the
     /// store's own subscription (with `--data`, only this process can write to it).
@@ -629,6 +636,7 @@ async fn run(cli: Cli, given: Given) -> Result<(), Failure> {
             return maintenance::copy(args, name, cli.token.as_deref()).await;
         }
         Command::Pour(args) => return pour::run(&location, name, args).await,
+        Command::Publish(args) => return publish::run(&location, name, args).await,
         Command::Create { json } => {
             location.connect().await?.create(name).await?;
             let mut out = std::io::stdout().lock();
@@ -661,7 +669,8 @@ async fn on_store(store: &dyn EventStore, name: &str, command: Command) -> Resul
         | Command::Import(_)
         | Command::Secrets { .. }
         | Command::Copy(_)
-        | Command::Pour(_) => Ok(()),
+        | Command::Pour(_)
+        | Command::Publish(_) => Ok(()),
         Command::Append {
             events,
             expected_version,

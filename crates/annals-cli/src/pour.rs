@@ -162,8 +162,9 @@ fn resume<T: std::str::FromStr>(text: Option<&str>, what: &str) -> Result<Option
     .transpose()
 }
 
-/// `--channel memory`: every message as one NDJSON line on standard output.
-struct StdoutChannel;
+/// `--channel memory`: every message as one NDJSON line on standard output (`pour` and
+/// `publish`).
+pub(crate) struct StdoutChannel;
 
 #[async_trait]
 impl MessageChannel for StdoutChannel {
