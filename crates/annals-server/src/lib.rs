@@ -67,6 +67,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";
 /// The default of [`ServerConfig::max_body_bytes`] (API.md: 16 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
 
+/// The default of [`ServerConfig::keep_alive`] (API.md: every 15 s).
+pub const DEFAULT_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The default of [`ServerConfig::max_subscriber_lag`].
 pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 100_000;
 
@@ -101,6 +104,9 @@ pub struct ServerConfig {
     /// `maxBodyBytes` beyond it). NDJSON imports are streamed and not bound by it; one
     /// append (events and all) is.
     pub max_body_bytes: usize,
+    /// How often an idle live subscription gets a keep-alive comment (`:` line), so
+    /// proxies and clients can tell a quiet stream from a dead connection.
+    pub keep_alive: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -115,6 +121,7 @@ impl ServerConfig {
             tokens: None,
             max_subscriber_lag: DEFAULT_MAX_SUBSCRIBER_LAG,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 
@@ -200,6 +207,7 @@ impl Server {
             registry: Arc::new({
                 let mut registry = registry::Registry::new(backing, config.max_subscriber_lag);
                 registry.max_body_bytes = config.max_body_bytes;
+                registry.keep_alive = config.keep_alive;
                 registry
             }),
             tokens: config.tokens,

@@ -40,6 +40,8 @@ pub(crate) struct Registry {
     shutdown: tokio_util::sync::CancellationToken,
     /// See [`crate::ServerConfig::max_body_bytes`].
     pub(crate) max_body_bytes: usize,
+    /// See [`crate::ServerConfig::keep_alive`].
+    pub(crate) keep_alive: std::time::Duration,
     /// See [`crate::ServerConfig::max_subscriber_lag`].
     pub(crate) max_subscriber_lag: u64,
     /// The counters of `GET /metrics`.
@@ -114,6 +116,7 @@ impl Registry {
             backing,
             max_subscriber_lag,
             max_body_bytes: crate::DEFAULT_MAX_BODY_BYTES,
+            keep_alive: crate::DEFAULT_KEEP_ALIVE,
             stores: Mutex::new(HashMap::new()),
             dropping: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),

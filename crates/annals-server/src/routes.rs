@@ -37,9 +37,6 @@ use crate::wire::{
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// How often an idle subscription gets a keep-alive comment.
-pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// A router that keeps the method and path of every route it is given, so that a test
 /// can compare them with the OpenAPI document both ways (axum cannot list its routes).
 struct Routes {
@@ -1328,8 +1325,9 @@ pub(crate) async fn subscribe(
         checked_at: std::time::Instant::now(),
         measured: None,
     };
+    let keep_alive = reg.keep_alive;
     Ok(Sse::new(sse_events(events, lag, reg))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())
 }
 

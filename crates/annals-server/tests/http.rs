@@ -544,6 +544,47 @@ async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(String, Value)> {
     out
 }
 
+/// An idle subscription gets a keep-alive comment every `keep_alive` (15 s by default),
+/// so a quiet stream stays distinguishable from a dead connection.
+#[tokio::test]
+async fn an_idle_subscription_gets_keep_alive_comments() {
+    let s = support::start_with(|mut config| {
+        config.keep_alive = Duration::from_millis(100);
+        config
+    })
+    .await;
+    s.create("idle").await;
+    let resp = s
+        .http
+        .get(s.at("/v1/stores/idle/subscribe"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("a keep-alive within 5 s")
+            .expect("the stream goes on")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    // Three comment-only messages (lines starting with `:`), no event, and not sooner
+    // than the interval allows.
+    assert!(
+        text.split("\n\n")
+            .filter(|m| !m.is_empty())
+            .all(|m| m.lines().all(|l| l.starts_with(':'))),
+        "{text:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "{text:?}");
+    drop(body);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn subscribe_catches_up_then_follows_live_and_resumes_with_last_event_id() {
     let s = start().await;
