@@ -135,6 +135,9 @@ pub fn validate(request: &AppendRequest) -> Result<()> {
                 .map_err(|e| in_stream(e, s))?;
             named(check_document("", &event.metadata), || field("metadata"))
                 .map_err(|e| in_stream(e, s))?;
+            if let Some(t) = event.timestamp {
+                named(crate::limits::check_timestamp("", t), || field("timestamp"))?;
+            }
             if event.version == Some(0) {
                 return Err(Error::invalid(
                     field("version"),

@@ -147,6 +147,7 @@ fn validate_fields(e: &RecordedEvent) -> Result<()> {
     check_name("stream.context", &e.stream.context, false)?;
     check_name("type", &e.event_type, false)?;
     check_name("commit_id", &e.commit_id, true)?;
+    crate::limits::check_timestamp("timestamp", e.timestamp)?;
     check_document("payload", &e.payload)?;
     check_document("metadata", &e.metadata)?;
     if e.version == 0 {

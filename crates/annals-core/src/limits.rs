@@ -4,6 +4,7 @@
 //! operations), so an input refused by one backend is refused by all.
 
 use crate::error::{Error, Result};
+use crate::model::Timestamp;
 
 /// Longest event id, commit id, stream id, aggregate type, context, event type, snapshot
 /// key, snapshot id or secret id, in bytes (UTF-8).
@@ -20,6 +21,33 @@ pub const MAX_EVENTS_PER_APPEND: usize = 100_000;
 
 /// Largest secret value or keyed-snapshot content, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The earliest timestamp a store takes: `0000-01-01T00:00:00.000Z`, in milliseconds.
+pub const MIN_TIMESTAMP_MS: i64 = -62_167_219_200_000;
+
+/// The latest timestamp a store takes: `9999-12-31T23:59:59.999Z`, in milliseconds. The
+/// wire writes timestamps as RFC 3339, whose years have four digits.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// Checks that a given timestamp lies in the years 0000 to 9999 (what RFC 3339 can
+/// write, so every timestamp a store returns is one).
+///
+/// ```
+/// use annals_core::{limits::check_timestamp, Timestamp};
+/// assert!(check_timestamp("timestamp", Timestamp::from_millis(0)).is_ok());
+/// let err = check_timestamp("timestamp", Timestamp::from_millis(1_000_000_000_000_000)).unwrap_err();
+/// assert!(err.to_string().contains("years 0000 to 9999"));
+/// ```
+pub fn check_timestamp(field: &str, timestamp: Timestamp) -> Result<()> {
+    let ms = timestamp.as_millis();
+    if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+        return Err(Error::invalid(
+            field,
+            format!("{ms} ms since the epoch is outside the years 0000 to 9999"),
+        ));
+    }
+    Ok(())
+}
 
 /// Checks a name-like string: at most [`MAX_NAME_BYTES`], no NUL character, and
 /// non-empty when `required`.

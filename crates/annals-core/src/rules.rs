@@ -63,6 +63,9 @@ pub fn check_stream_snapshot(snapshot: NewStreamSnapshot) -> Result<StreamSnapsh
         ));
     }
     check_json("data", snapshot.data.as_bytes())?;
+    if let Some(t) = snapshot.timestamp {
+        crate::limits::check_timestamp("timestamp", t)?;
+    }
     Ok(StreamSnapshot {
         id: snapshot
             .id
@@ -90,6 +93,7 @@ pub fn check_keyed_snapshots(snapshots: &[KeyedSnapshot]) -> Result<()> {
     for (i, s) in snapshots.iter().enumerate() {
         check_name(&format!("snapshots[{i}].key"), &s.key, true)?;
         check_text(&format!("snapshots[{i}].content"), &s.content)?;
+        crate::limits::check_timestamp(&format!("snapshots[{i}].timestamp"), s.timestamp)?;
         if !keys.insert(s.key.as_str()) {
             return Err(Error::invalid(
                 format!("snapshots[{i}].key"),

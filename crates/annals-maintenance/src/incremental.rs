@@ -192,6 +192,9 @@ impl IncrementalImport {
         for (i, e) in events.iter().enumerate() {
             check_stream(&e.stream).map_err(|err| prefix(err, &format!("events[{i}].")))?;
             check_name(&format!("events[{i}].type"), &e.event_type, false)?;
+            if let Some(t) = e.timestamp {
+                annals_core::limits::check_timestamp(&format!("events[{i}].timestamp"), t)?;
+            }
             if let Some(id) = &e.id {
                 check_name(&format!("events[{i}].id"), id, true)?;
             }

@@ -16,7 +16,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals_core::limits::MAX_NAME_BYTES;
+use annals_core::limits::{MAX_NAME_BYTES, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
 use annals_core::{
     AppendRequest, AppendResult, Cursor, Error, ErrorKind, EventFilter, EventStore, EventStream,
     ExpectedVersion, ImportBatch, ImportOutcome, Json, ListStreams, NewStreamSnapshot, OnConflict,
@@ -515,6 +515,85 @@ pub async fn append_keeps_explicit_timestamps(store: &dyn EventStore) {
         stored.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
         want,
         "reads keep explicit timestamps"
+    );
+}
+
+/// Given timestamps lie in the years 0000 to 9999, what RFC 3339 can write: both ends
+/// are stored and read back, one millisecond beyond either is `InvalidInput` naming the
+/// field — on appends, imports and snapshots — and stores nothing.
+pub async fn timestamps_outside_years_0_to_9999_are_invalid_input(store: &dyn EventStore) {
+    assert_fresh(store).await;
+    let s = StreamId::new("edges");
+    let (first, last) = (
+        Timestamp::from_millis(MIN_TIMESTAMP_MS),
+        Timestamp::from_millis(MAX_TIMESTAMP_MS),
+    );
+    append_ok(
+        store,
+        &s,
+        ExpectedVersion::NoStream,
+        vec![
+            event("T", "1").with_timestamp(first),
+            event("T", "2").with_timestamp(last),
+        ],
+    )
+    .await;
+    let stored = stream_events(store, &s, StreamRead::all()).await;
+    assert_eq!(
+        stored.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        [first, last],
+        "the first and the last millisecond of years 0000 to 9999 are kept"
+    );
+    assert_eq!(last.to_rfc3339(), "9999-12-31T23:59:59.999Z");
+    for beyond in [MIN_TIMESTAMP_MS - 1, MAX_TIMESTAMP_MS + 1] {
+        let t = Timestamp::from_millis(beyond);
+        expect_invalid(
+            store
+                .append_to_stream(
+                    &s,
+                    ExpectedVersion::Any,
+                    vec![event("T", "3").with_timestamp(t)],
+                )
+                .await,
+            "writes[0].events[0].timestamp",
+            "an append with a timestamp beyond the years 0000 to 9999",
+        );
+        let mut e = recorded("beyond", &StreamId::new("imported"), 1, 0);
+        e.timestamp = t;
+        expect_invalid(
+            store
+                .import_events(import_batch(vec![e], OnConflict::Error))
+                .await,
+            "events[0].timestamp",
+            "an import with a timestamp beyond the years 0000 to 9999",
+        );
+        expect_invalid(
+            store
+                .save_stream_snapshot(NewStreamSnapshot {
+                    timestamp: Some(t),
+                    ..NewStreamSnapshot::new(s.clone(), 1, json("{}"))
+                })
+                .await,
+            "timestamp",
+            "a stream snapshot with a timestamp beyond the years 0000 to 9999",
+        );
+        expect_invalid(
+            store
+                .import_snapshots(vec![annals_core::KeyedSnapshot {
+                    key: "k".into(),
+                    content: "c".into(),
+                    timestamp: t,
+                }])
+                .await,
+            "snapshots[0].timestamp",
+            "a keyed snapshot with a timestamp beyond the years 0000 to 9999",
+        );
+    }
+    let d = description(store).await;
+    assert_eq!(d.event_count, 2, "refused writes store nothing");
+    assert!(
+        store.load_snapshot("k").await.unwrap_or(None).is_none(),
+        "a refused snapshot import stores nothing"
     );
 }
 

@@ -126,6 +126,7 @@ macro_rules! conformance_suite {
             ref append_shares_commit_id_and_numbers_commit_sequence,
             ref append_assigns_non_decreasing_timestamps,
             ref append_keeps_explicit_timestamps,
+            ref timestamps_outside_years_0_to_9999_are_invalid_input,
             ref append_keeps_payload_and_metadata_byte_for_byte,
             ref append_generates_unique_event_ids,
             ref expected_version_any_accepts_every_version,
