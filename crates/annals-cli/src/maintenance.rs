@@ -6,7 +6,6 @@
 //! unfrozen (`--maintenance-mode auto`), the summary says where to resume, and the exit
 //! code is 130 (SIGINT) or 143 (SIGTERM).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -615,7 +613,7 @@ async fn import_into(
         }
         Some(Err(e)) => {
             let stopped = e.progress;
-            let mut failure = Failure::from(name_the_field(Error::from(e), args.file.as_ref()));
+            let mut failure = Failure::from(Error::from(e));
             failure.message = format!(
                 "{}; {} event(s) imported before it; resume with --from-offset {}",
                 failure.message, stopped.imported, stopped.byte_offset
@@ -635,51 +633,6 @@ async fn import_into(
             ))
         }
     }
-}
-
-/// An input line the NDJSON decoder refused as a whole (`line N (byte offset B)`, with
-/// serde_json's "… at line 1 column C") becomes an error naming the field whose value
-/// sits at that column, found by reading the line again: `line N (byte offset
-/// B).version: invalid type: …`. Only for a file (standard input cannot be read twice);
-/// any other error is returned as it is.
-fn name_the_field(error: Error, file: Option<&PathBuf>) -> Error {
-    let named = || -> Option<Error> {
-        let Error::InvalidInput { field, reason } = &error else {
-            return None;
-        };
-        let path = file.filter(|p| p.as_os_str() != "-")?;
-        let offset: u64 = field
-            .strip_prefix("line ")?
-            .split_once(" (byte offset ")?
-            .1
-            .strip_suffix(')')?
-            .parse()
-            .ok()?;
-        let (message, column) = reason.rsplit_once(" at line 1 column ")?;
-        let column: usize = column.parse().ok()?;
-        let mut file = std::fs::File::open(path).ok()?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).ok()?;
-        let mut line = Vec::new();
-        // A line longer than the decoder's limit was refused for its length, not a field.
-        std::io::BufRead::read_until(
-            &mut std::io::BufReader::new(std::io::Read::take(file, 1 << 26)),
-            b'\n',
-            &mut line,
-        )
-        .ok()?;
-        let text = std::str::from_utf8(&line).ok()?;
-        let fields: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-        // serde_json's column is the byte (from 1) where it stopped, inside or just
-        // after the bad value.
-        let at = column.checked_sub(1)?;
-        let base = text.as_ptr() as usize;
-        let (name, _) = fields.iter().find(|(_, raw)| {
-            let start = raw.get().as_ptr() as usize - base;
-            start <= at && at <= start + raw.get().len()
-        })?;
-        Some(Error::invalid(format!("{field}.{name}"), message))
-    };
-    named().unwrap_or(error)
 }
 
 /// One line of an incremental import as an event; errors name the line and the field.
@@ -925,8 +878,7 @@ pub(crate) async fn secrets(
                     Some(Ok(done)) => done,
                     Some(Err(e)) => {
                         let stopped = e.progress;
-                        let mut failure =
-                            Failure::from(name_the_field(Error::from(e), file.as_ref()));
+                        let mut failure = Failure::from(Error::from(e));
                         failure.message = format!(
                             "{}; {} secret(s) imported before it; resume with --from-offset {}",
                             failure.message, stopped.imported, stopped.byte_offset

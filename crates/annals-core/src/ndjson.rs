@@ -358,11 +358,16 @@ fn document(raw: Option<&RawValue>, padding: Option<[String; 2]>, exact: Option<
 /// assert_eq!(e.payload.as_str(), Some(r#"{"x":1}"#));
 /// let err = decode_event(br#"{"id":"e1","aggregateId":"a","timestamp":0,"commitId":"c"}"#).unwrap_err();
 /// assert!(err.to_string().contains("missing field `version`"));
+/// // A value of the wrong type is named by its field:
+/// let err = decode_event(br#"{"id":"e1","aggregateId":"a","version":"two","timestamp":0,"commitId":"c"}"#).unwrap_err();
+/// assert_eq!(err.to_string(), r#"invalid input at version: invalid type: string "two", expected u64"#);
 /// ```
 pub fn decode_event(line: &[u8]) -> Result<RecordedEvent> {
     let text = checked_text(line)?;
-    let w: EventLine<'_> =
-        serde_json::from_str(text).map_err(|e| Error::invalid("line", e.to_string()))?;
+    let w: EventLine<'_> = match serde_json::from_str(text) {
+        Ok(w) => w,
+        Err(e) => return Err(line_error::<EventLine<'_>>(text, e)),
+    };
     Ok(RecordedEvent {
         position: w.position.unwrap_or(0),
         id: w.id.as_ref().into(),
@@ -380,6 +385,29 @@ pub fn decode_event(line: &[u8]) -> Result<RecordedEvent> {
         commit_sequence: w.commit_sequence,
         dispatched: w.dispatched,
     })
+}
+
+/// The error of a line that does not decode as a `T`, naming the field where the
+/// decoder stopped (`version`, `payload`…) when it stopped inside one, else the line.
+/// The line is decoded a second time to find the field's path: errors are rare, and the
+/// first decode stays as fast as it was.
+fn line_error<'a, T: serde::Deserialize<'a>>(text: &'a str, error: serde_json::Error) -> Error {
+    let mut decoder = serde_json::Deserializer::from_str(text);
+    let path = match serde_path_to_error::deserialize::<_, T>(&mut decoder) {
+        Err(e) => e.path().to_string(),
+        Ok(_) => String::new(),
+    };
+    let message = error.to_string();
+    match path.as_str() {
+        "" | "." | "?" => Error::invalid("line", message),
+        field => {
+            // The column is of no use once the field is named.
+            let reason = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(reason, _)| reason);
+            Error::invalid(field, reason)
+        }
+    }
 }
 
 /// The line as text, refusing invalid UTF-8 and nesting deeper than the store accepts
@@ -452,8 +480,10 @@ pub fn write_secret(out: &mut Vec<u8>, secret: &Secret) {
 /// ```
 pub fn decode_secret(line: &[u8]) -> Result<SecretImport> {
     let text = checked_text(line)?;
-    let s: SecretLine =
-        serde_json::from_str(text).map_err(|e| Error::invalid("line", e.to_string()))?;
+    let s: SecretLine = match serde_json::from_str(text) {
+        Ok(s) => s,
+        Err(e) => return Err(line_error::<SecretLine>(text, e)),
+    };
     if let Some(v) = &s.secret {
         crate::limits::check_text("secret", v)?;
     }
