@@ -489,6 +489,10 @@ impl EventStore for HttpStore {
     }
 
     async fn save_stream_snapshot(&self, snapshot: NewStreamSnapshot) -> Result<StreamSnapshot> {
+        // The store's own checks, in its order, before the data must be embedded in a
+        // JSON body (which needs it to be JSON): the same input gets the same error as
+        // on every other backend.
+        annals_core::rules::check_stream_snapshot(snapshot.clone())?;
         let bytes = serde_json::to_vec(&wire::SnapshotIn::new(&snapshot))
             .map_err(|e| Error::invalid("data", e.to_string()))?;
         let r = send(

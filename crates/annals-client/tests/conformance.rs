@@ -59,3 +59,10 @@ async fn fresh() -> TestStore {
 }
 
 annals_testkit::conformance_suite!(fresh());
+
+/// The model-based property test too: random operation sequences through the client and
+/// a real server give what the in-memory reference gives.
+#[test]
+fn the_client_matches_the_reference_model() {
+    annals_testkit::model::check_against_reference(32, fresh);
+}

@@ -125,3 +125,12 @@ annals_testkit::conformance_suite!({
     };
     fresh(url)
 });
+
+/// The model-based property test through the client and a PostgreSQL-backed server.
+#[test]
+fn the_client_on_postgres_matches_the_reference_model() {
+    let Some(url) = server_url() else {
+        return;
+    };
+    annals_testkit::model::check_against_reference(24, move || fresh(url));
+}

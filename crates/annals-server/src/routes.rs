@@ -453,7 +453,7 @@ fn read_from(p: &Params) -> Result<ReadFrom, ApiError> {
     params(StorePath, EventFilterQuery, ReadQuery),
     responses(
         (status = 200, description = "The matching events; `reverse=true&limit=1` is the latest one.", body = ReadOut),
-        (status = 400, description = "`invalid_request`: a malformed store name or parameter, `afterPosition` with `fromTimestamp`/`toTimestamp`, `cursor` with `afterPosition`.", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: a malformed store name or parameter, `cursor` with `afterPosition`.", body = ErrorBody),
         (status = 404, description = "`store_not_found`.", body = ErrorBody),
         (status = 413, description = "`limit_exceeded`: `maxFilterValues` (a repeated parameter).", body = ErrorBody),
     )
@@ -466,14 +466,6 @@ pub(crate) async fn read_all(
     let s = reg.get(&store).await?;
     let p = Params::parse_query(q.as_deref())?;
     let filter = event_filter(&p)?;
-    if p.get("afterPosition").is_some()
-        && (p.get("fromTimestamp").is_some() || p.get("toTimestamp").is_some())
-    {
-        return Err(ApiError::invalid(
-            "afterPosition",
-            "cannot be combined with fromTimestamp/toTimestamp",
-        ));
-    }
     let read = ReadAll {
         from: read_from(&p)?,
         direction: if p.flag("reverse")?.unwrap_or(false) {

@@ -1249,12 +1249,10 @@ pub(crate) mod query {
         min_version: Option<u64>,
         /// Inclusive upper bound on `version`.
         max_version: Option<u64>,
-        /// Inclusive lower bound on `timestamp` (not with `afterPosition` on `GET
-        /// /events`).
+        /// Inclusive lower bound on `timestamp`.
         #[param(value_type = Option<TimestampIn>)]
         from_timestamp: Option<String>,
-        /// Inclusive upper bound on `timestamp` (not with `afterPosition` on `GET
-        /// /events`).
+        /// Inclusive upper bound on `timestamp`.
         #[param(value_type = Option<TimestampIn>)]
         to_timestamp: Option<String>,
         /// Only dispatched (`true`) or undispatched (`false`) events.
@@ -1265,8 +1263,9 @@ pub(crate) mod query {
     #[derive(IntoParams)]
     #[into_params(parameter_in = Query, rename_all = "camelCase")]
     pub(crate) struct ReadQuery {
-        /// Exclusive lower bound on `position` (default 0); not with `cursor`,
-        /// `fromTimestamp` or `toTimestamp`.
+        /// Exclusive bound on `position` (after it, or before it with `reverse`;
+        /// default: from the start); not with `cursor`. Combines with the time bounds
+        /// (API.md refused that; a time window resumed from a position needs it).
         after_position: Option<u64>,
         /// Extension: continue where a page ended (its `nextCursor`); not with
         /// `afterPosition`.
