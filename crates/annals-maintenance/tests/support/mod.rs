@@ -19,6 +19,8 @@ pub enum Backend {
     Memory,
     Embedded(tempfile::TempDir),
     Postgres(String),
+    /// The HTTP client against the server at this URL (embedded stores behind it).
+    Http(String),
 }
 
 impl Backend {
@@ -38,6 +40,11 @@ impl Backend {
                     .await
                     .unwrap(),
             ),
+            Backend::Http(url) => {
+                let store = annals_client::HttpStore::new(url, &uuid_like()).unwrap();
+                store.create().await.unwrap();
+                Arc::new(store)
+            }
         }
     }
 }
