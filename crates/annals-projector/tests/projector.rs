@@ -55,7 +55,7 @@ async fn stored_checkpoint(store: &dyn EventStore, name: &str) -> Option<String>
 
 async fn checkpoint_resumes_after_restart(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("a"), 6).await;
     append(&*store, &StreamId::new("b"), 4).await;
 
@@ -108,7 +108,7 @@ async fn checkpoint_resumes_after_restart(kind: Kind) {
 
 async fn events_arrive_in_position_order_under_concurrent_writers(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("before"), 10).await;
     let seen = Seen::default();
     let projector = Projector::with_options(store.clone(), fast_retries(5));
@@ -136,7 +136,7 @@ async fn events_arrive_in_position_order_under_concurrent_writers(kind: Kind) {
 
 async fn a_failing_handler_is_retried_until_it_succeeds(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 5).await;
     let seen = Seen::default();
     let failures_left = Arc::new(AtomicU32::new(2));
@@ -184,7 +184,7 @@ async fn a_failing_handler_is_retried_until_it_succeeds(kind: Kind) {
 
 async fn an_exhausted_budget_stops_the_projection_and_spares_the_others(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 6).await;
     let broken = Arc::new(AtomicBool::new(true));
     let bad_seen = Seen::default();
@@ -260,7 +260,7 @@ async fn an_exhausted_budget_stops_the_projection_and_spares_the_others(kind: Ki
 
 async fn flush_runs_before_every_checkpoint_and_on_its_interval(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 9).await;
     let pending = Seen::default();
     let written = Seen::default();
@@ -374,7 +374,7 @@ impl Projection for Table {
 
 async fn reset_rebuilds_from_position_zero(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 10).await;
     let rows = Seen::default();
     let resets = Arc::new(AtomicU32::new(0));
@@ -419,7 +419,7 @@ async fn reset_rebuilds_from_position_zero(kind: Kind) {
 
 async fn a_filter_selects_events_and_the_checkpoint_passes_the_rest(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     let order = StreamId::new("o-1").with_aggregate("order");
     append(&*store, &order, 2).await; // 1, 2
     append(&*store, &StreamId::new("other"), 3).await; // 3..5
@@ -456,7 +456,7 @@ async fn a_filter_selects_events_and_the_checkpoint_passes_the_rest(kind: Kind) 
 
 async fn a_corrupted_checkpoint_is_reported_not_ignored(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 2).await;
     store
         .save_snapshot(&checkpoint_key("p"), "not json")
@@ -482,7 +482,7 @@ async fn a_corrupted_checkpoint_is_reported_not_ignored(kind: Kind) {
 /// others catch up and follow new events live: a failing handler never holds them up.
 async fn a_retrying_projection_does_not_hold_up_the_others(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 6).await;
     let good_seen = Seen::default();
     let projector = Projector::with_options(

@@ -58,7 +58,7 @@ async fn undispatched_positions(store: &dyn EventStore) -> Vec<Position> {
 
 async fn delivers_in_order_and_marks_dispatched(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     for s in ["a", "b", "c"] {
         append(&*store, &StreamId::new(s), 5).await;
     }
@@ -94,7 +94,7 @@ async fn delivers_in_order_and_marks_dispatched(kind: Kind) {
 
 async fn after_a_restart_the_backlog_goes_before_new_events(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("a"), 5).await;
     let first = Sink::default();
     let publisher = Publisher::start(store.clone(), sink_publisher(&first), options(None));
@@ -129,7 +129,7 @@ async fn after_a_restart_the_backlog_goes_before_new_events(kind: Kind) {
 
 async fn a_failing_publish_is_retried_without_skipping(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     let sink = Sink::default();
     let failures_left = Arc::new(AtomicU32::new(3));
     let publish = publish_fn({
@@ -174,7 +174,7 @@ async fn a_failing_publish_is_retried_without_skipping(kind: Kind) {
 
 async fn a_bounded_budget_fails_and_leaves_the_rest_undispatched(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("s"), 6).await;
     let sink = Sink::default();
     let publish = publish_fn({
@@ -235,7 +235,7 @@ impl Publish for Batches {
 
 async fn batches_and_filters(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     let order = StreamId::new("o-1").with_aggregate("order");
     append(&*store, &order, 6).await; // 1..6
     append(&*store, &StreamId::new("other"), 2).await; // 7, 8
@@ -264,7 +264,7 @@ async fn batches_and_filters(kind: Kind) {
 
 async fn the_manual_path_dispatches_by_hand(kind: Kind) {
     let env = Env::new(kind).await;
-    let store = env.open();
+    let store = env.open().await;
     append(&*store, &StreamId::new("a"), 3).await;
     append(&*store, &StreamId::new("b"), 2).await;
     let sink = Sink::default();

@@ -1,6 +1,7 @@
 //! Shared test setup: the same tests run on the in-memory store, the embedded store in a
-//! temporary directory, and through the HTTP client against a real server on
-//! 127.0.0.1:0 (over embedded stores).
+//! temporary directory, PostgreSQL (a schema of its own per test, dropped at the end),
+//! and through the HTTP client against a real server on 127.0.0.1:0 (over embedded
+//! stores).
 
 #![allow(dead_code)]
 
@@ -31,6 +32,7 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
 pub enum Kind {
     Memory,
     Embedded,
+    Postgres,
     Http,
 }
 
@@ -44,6 +46,19 @@ pub struct Env {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// With [`Kind::Postgres`]: the database, in a schema of this test's own.
+    postgres: Option<annals_postgres::PostgresDatabase>,
+}
+
+/// A schema name unique to this process and call.
+fn schema() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "annals_projector_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Env {
@@ -71,19 +86,38 @@ impl Env {
         } else {
             None
         };
+        let postgres = if kind == Kind::Postgres {
+            let url = annals_testkit::services::POSTGRES.url();
+            let options = annals_postgres::PostgresOptions {
+                schema: schema(),
+                ..annals_postgres::PostgresOptions::default()
+            };
+            Some(
+                annals_postgres::PostgresDatabase::connect(&url, options)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
         Env {
             kind,
             dir,
             memory: Arc::new(MemoryStore::new()),
             server,
+            postgres,
         }
     }
 
     /// Opens the store (for memory: the same store every time).
-    pub fn open(&self) -> Arc<dyn EventStore> {
+    pub async fn open(&self) -> Arc<dyn EventStore> {
         match self.kind {
             Kind::Memory => self.memory.clone(),
             Kind::Embedded => Arc::new(EmbeddedStore::open(self.dir.path().join("store")).unwrap()),
+            Kind::Postgres => {
+                let db = self.postgres.as_ref().unwrap();
+                Arc::new(db.open_store("t").await.unwrap())
+            }
             Kind::Http => {
                 let (addr, _, _) = self.server.as_ref().unwrap();
                 Arc::new(HttpStore::new(&format!("http://{addr}"), "t").unwrap())
@@ -97,13 +131,20 @@ impl Env {
             store.close().await.unwrap();
         }
         drop(store);
-        self.open()
+        self.open().await
     }
 
     pub async fn finish(mut self) {
         if let Some((_, stop, task)) = self.server.take() {
             let _ = stop.send(());
             task.await.unwrap();
+        }
+        if let Some(db) = self.postgres.take() {
+            let schema = db.schema().to_owned();
+            let _ = db.drop_store("t").await;
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(db.pool())
+                .await;
         }
     }
 }
@@ -136,6 +177,18 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() { super::$name($crate::common::Kind::Embedded).await }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    // Skipped loudly without a server, failed under CI=true.
+                    if annals_testkit::services::POSTGRES.available().is_none() {
+                        return;
+                    }
+                    super::$name($crate::common::Kind::Postgres).await
+                }
             )*
         }
         mod http {
