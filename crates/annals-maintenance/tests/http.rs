@@ -7,41 +7,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use annals_core::EventStore;
 use annals_maintenance::{copy, CopyOptions};
 use support::*;
 
-/// The server of this test binary, on its own thread and runtime (every test has a
-/// runtime of its own).
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("annals-maintenance-http-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let server = annals_server::Server::bind(
-                    annals_server::ServerConfig::new(dir)
-                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-                )
-                .await
-                .unwrap();
-                tx.send(format!("http://{}", server.local_addr())).unwrap();
-                server.run_until(std::future::pending()).await.unwrap();
-            });
-        });
-        rx.recv().unwrap()
-    })
-}
-
 fn backend() -> Backend {
-    Backend::Http(server_url().to_owned())
+    Backend::http()
 }
 
 macro_rules! over_http {

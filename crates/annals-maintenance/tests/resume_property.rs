@@ -1,6 +1,7 @@
 //! Property: importing an export in random pieces — each run stopping at an arbitrary
 //! byte (a killed process, a file still being written) and the next resuming from the
-//! reported offset — yields exactly the store that importing it in one go yields.
+//! reported offset — yields exactly the store that importing it in one go yields; on
+//! memory, embedded, PostgreSQL and through the HTTP client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,5 +43,26 @@ proptest! {
     #[test]
     fn random_pieces_on_embedded(cuts in proptest::collection::vec(any::<usize>(), 0..8), batch in 1usize..20, commits in 1usize..30) {
         check(&Backend::embedded(), cuts, batch, commits);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_pieces_through_the_http_client(cuts in proptest::collection::vec(any::<usize>(), 0..8), batch in 1usize..20, commits in 1usize..30) {
+        check(&Backend::http(), cuts, batch, commits);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_pieces_on_postgres(cuts in proptest::collection::vec(any::<usize>(), 0..8), batch in 1usize..20, commits in 1usize..30) {
+        // Skipped loudly without a server, failed under CI=true.
+        if let Some(url) = annals_testkit::services::POSTGRES.available() {
+            check(&Backend::Postgres(url), cuts, batch, commits);
+        }
     }
 }
