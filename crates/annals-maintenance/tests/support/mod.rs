@@ -76,6 +76,50 @@ impl Backend {
     }
 }
 
+/// Every maintenance behaviour of this module, as one `#[tokio::test]` each, on the
+/// backend `$backend` (an `Option<Backend>` expression evaluated in each test; `None`
+/// skips it). One list for every backend, so none can miss a behaviour.
+#[macro_export]
+macro_rules! maintenance_suite {
+    ($backend:expr) => {
+        $crate::maintenance_suite!(@tests $backend;
+            export_then_import_reproduces_the_store,
+            export_resumes_from_its_cursor,
+            import_resumes_from_the_reported_offset_after_each_batch,
+            unterminated_last_line_is_left_for_the_next_run,
+            hostile_lines_stop_the_import_at_their_line,
+            conflicting_line_keeps_everything_before_it,
+            a_refused_batch_keeps_the_lines_before_the_refused_one_or_nothing,
+            a_line_with_invalid_fields_keeps_the_lines_before_it_in_both_modes,
+            an_expected_head_is_carried_from_batch_to_batch,
+            a_refused_secret_is_named_by_its_line,
+            auto_mode_empties_freezes_and_unfreezes,
+            auto_mode_unfreezes_after_a_failed_import,
+            batches_keep_commits_whole,
+            incremental_import_appends_new_events_in_timestamp_order,
+            incremental_import_refuses_older_events_and_writes_nothing,
+            incremental_rollback_writes_nothing,
+            secrets_round_trip_with_idx_and_tombstones,
+            secrets_export_spans_pages,
+            copy_is_lossless_and_verified,
+            copy_refuses_a_non_empty_target,
+            copy_keeps_every_snapshot,
+            copy_without_stream_snapshots_leaves_them_out,
+        );
+    };
+    (@tests $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let backend: Option<$crate::support::Backend> = $backend;
+                if let Some(backend) = backend {
+                    $crate::support::$name(&backend).await;
+                }
+            }
+        )*
+    };
+}
+
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
