@@ -61,6 +61,9 @@ async fn process_child() {
         return;
     };
     let name = std::env::var(STORE_ENV).expect("store name");
+    if let Some(("waker", wake)) = role.split_once(':') {
+        return woken_subscriber(&name, wake).await;
+    }
     let store = Arc::new(
         support::database()
             .await
@@ -160,6 +163,129 @@ async fn subscriber(store: Arc<annals_postgres::PostgresStore>) {
         next - 1,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Live events the wake-up test appends, one at a time.
+const WAKE_EVENTS: usize = 12;
+
+/// A subscriber that can be woken only one way: `notify` (LISTEN/NOTIFY, with the
+/// poll of the head row an hour apart) or `poll` (no notifications, a 100 ms poll).
+/// Prints `got <position> <micros since the append's timestamp>` per event.
+async fn woken_subscriber(name: &str, wake: &str) {
+    let options = match wake {
+        "notify" => annals_postgres::PostgresOptions {
+            poll_interval: Duration::from_secs(3600),
+            ..support::options()
+        },
+        "poll" => annals_postgres::PostgresOptions {
+            notifications: false,
+            poll_interval: Duration::from_millis(100),
+            ..support::options()
+        },
+        other => panic!("unknown wake-up {other}"),
+    };
+    let db = annals_postgres::PostgresDatabase::connect(&support::url(), options)
+        .await
+        .expect("child connects");
+    let store = db.open_store(name).await.expect("child opens the store");
+    let mut live = store.subscribe(Subscribe::from_start());
+    println!("\nready");
+    for _ in 0..WAKE_EVENTS {
+        let e = live
+            .next()
+            .await
+            .expect("the subscription ended")
+            .expect("the subscription failed");
+        let lag = annals_core::Timestamp::now().as_millis() - e.timestamp.as_millis();
+        println!("\ngot {} {lag}", e.position);
+    }
+}
+
+/// Appends one event at a time from this process and waits for the subscriber in
+/// the child to report it; returns the reported lags in milliseconds.
+fn ping_pong(name: &str, wake: &str) -> Vec<i64> {
+    let mut child = KillOnDrop(spawn_child(&format!("waker:{wake}"), name));
+    let rx = lines(&mut child.0);
+    wait_for(&rx, "ready", "the subscriber");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(async { support::database().await.open_store(name).await.unwrap() });
+    let mut lags = Vec::new();
+    for n in 1..=WAKE_EVENTS {
+        let appended = rt.block_on(async {
+            store
+                .append_to_stream(
+                    &StreamId::new(format!("wake-{wake}")),
+                    ExpectedVersion::Any,
+                    vec![ProposedEvent::new("Woke", Json::null())],
+                )
+                .await
+                .unwrap()
+        });
+        let position = appended.events[0].position;
+        // The notify subscriber polls once an hour: only a notification can wake it
+        // within the deadline.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("got ") => {
+                    let mut parts = line.split(' ').skip(1);
+                    let got: u64 = parts.next().unwrap().parse().unwrap();
+                    assert_eq!(got, position, "{wake}: append {n} arrived out of order");
+                    lags.push(parts.next().unwrap().parse().unwrap());
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{wake}: the subscriber in the other process was not woken for position {position}"
+                ),
+            }
+        }
+    }
+    rt.block_on(store.close()).unwrap();
+    assert!(
+        child.0.wait().unwrap().success(),
+        "the {wake} subscriber failed"
+    );
+    lags
+}
+
+/// A child process killed when the test fails before waiting for it (an orphan would
+/// keep the test run's output pipe open).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A subscriber in another process is woken by the writer's NOTIFY, not by polling:
+/// its poll runs once an hour, yet every append reaches it. The poll-only path (for
+/// poolers without LISTEN) is checked the same way.
+#[test]
+fn a_subscriber_in_another_process_is_woken_by_notify_without_polling() {
+    if !support::available() {
+        return;
+    }
+    for wake in ["notify", "poll"] {
+        let name = support::unique_store_name(&format!("wake-{wake}"));
+        let _schema = support::SchemaUse::new(Some(name.clone()));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async { support::database().await.open_store(&name).await.unwrap() });
+        drop(rt);
+        let mut lags = ping_pong(&name, wake);
+        lags.sort_unstable();
+        assert_eq!(lags.len(), WAKE_EVENTS);
+        support::say(&format!(
+            "{wake}: wake-up lag across processes, median {} ms, max {} ms",
+            lags[lags.len() / 2],
+            lags[lags.len() - 1]
+        ));
+    }
 }
 
 fn spawn_child(role: &str, store: &str) -> Child {
