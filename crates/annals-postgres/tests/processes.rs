@@ -8,6 +8,8 @@
 //!   transaction (as another Annals process does between its lock and its commit);
 //!   writer B's append must wait until A commits, and a reader running meanwhile never
 //!   sees a gap and never skips A's events.
+//! - A subscriber in another process is woken by the writer's `NOTIFY` alone (its poll
+//!   of the head row is an hour apart), and by the poll alone when notifications are off.
 
 // Test helpers panic on failure by design: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
