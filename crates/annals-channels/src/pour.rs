@@ -83,6 +83,11 @@ pub struct PourOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Called after every published batch.
     pub progress: Option<ProgressFn>,
+    /// Pours in timestamp order (`all`, `stores`) hold at most about this many events
+    /// per store in memory while putting them in order; events beyond it are read
+    /// again when their turn comes. Memory is bounded by this plus 24 bytes per
+    /// selected event.
+    pub reorder_buffer: usize,
 }
 
 impl Default for PourOptions {
@@ -92,6 +97,7 @@ impl Default for PourOptions {
             batch_size: 100,
             stop: None,
             progress: None,
+            reorder_buffer: 20_000,
         }
     }
 }
@@ -103,6 +109,7 @@ impl fmt::Debug for PourOptions {
             .field("batch_size", &self.batch_size)
             .field("stop", &self.stop)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .field("reorder_buffer", &self.reorder_buffer)
             .finish()
     }
 }
@@ -731,35 +738,202 @@ async fn scan(store: &dyn EventStore, to: Option<Timestamp>) -> Result<StoreScan
     Ok(out)
 }
 
-/// One store's selected events, sorted by (timestamp, position), after `resume`.
+/// One selected event's sort key, and its rank among the selected events in position
+/// order.
+#[derive(Debug, Clone, Copy)]
+struct SortKey {
+    timestamp: Timestamp,
+    position: Position,
+    rank: u64,
+}
+
+impl SortKey {
+    fn of(&self) -> (Timestamp, Position) {
+        (self.timestamp, self.position)
+    }
+}
+
+/// One store's selected events in (timestamp, position) order after `resume`, read
+/// lazily with bounded memory.
 ///
-/// A store's positions follow commit order and its timestamps usually do too, but an
-/// event may carry its own timestamp: the events are read in position order and
-/// sorted, so the pour holds the selected events of a store in memory (as castore's
-/// dam does).
-async fn sorted_events(
-    store: &dyn EventStore,
-    store_key: Option<&str>,
-    query: &StoreEventsQuery,
-) -> Result<Vec<RecordedEvent>> {
-    let filter = EventFilter::default().time_range(query.from, query.to);
-    let mut read = ReadAll::forward().filter(filter).limit(READ_PAGE);
-    let mut events = Vec::new();
-    loop {
-        let page = store.read_all(read.clone()).await?;
-        let end = page.end || page.events.is_empty();
-        events.extend(page.events);
-        if end {
-            break;
+/// A store's positions follow commit order and its timestamps usually do too, but not
+/// always: concurrent writers' clocks jitter, and an imported event keeps its own
+/// timestamp. A first pass reads the selected events in position order and keeps only
+/// their sort keys (24 bytes an event). The second pass reads them again in position
+/// order into a reorder buffer and hands them out in key order: an event leaves the
+/// buffer as soon as it is the next key, so out-of-order events cost only the distance
+/// they are out of place. When the buffer is full, its latest events are dropped and
+/// read again, in runs of consecutive positions, when their turn comes.
+struct TimeOrdered<'a> {
+    store: &'a dyn EventStore,
+    filter: EventFilter,
+    /// Every event to pour, in pour order.
+    keys: Vec<SortKey>,
+    /// The next key to pour.
+    next: usize,
+    /// Events read and not poured yet, by key.
+    buffer: BTreeMap<(Timestamp, Position), RecordedEvent>,
+    capacity: usize,
+    /// The sequential read: where it continues, and the rank of its next event.
+    cursor: Option<ReadAll>,
+    frontier: u64,
+}
+
+impl<'a> TimeOrdered<'a> {
+    async fn open(
+        store: &'a dyn EventStore,
+        store_key: Option<&str>,
+        query: &StoreEventsQuery,
+        capacity: usize,
+    ) -> Result<Self> {
+        let filter = EventFilter::default().time_range(query.from, query.to);
+        let mut read = ReadAll::forward().filter(filter.clone()).limit(READ_PAGE);
+        let mut keys = Vec::new();
+        loop {
+            let page = store.read_all(read.clone()).await?;
+            let end = page.end || page.events.is_empty();
+            for e in &page.events {
+                let rank = keys.len() as u64;
+                keys.push(SortKey {
+                    timestamp: e.timestamp,
+                    position: e.position,
+                    rank,
+                });
+            }
+            if end {
+                break;
+            }
+            read = read.cursor(page.next_cursor);
         }
-        read = read.cursor(page.next_cursor);
+        keys.sort_unstable_by_key(SortKey::of);
+        if let Some(resume) = &query.resume {
+            let store_key = store_key.unwrap_or("");
+            keys.retain(|k| (k.timestamp, store_key, k.position) > resume.key());
+        }
+        // The sequential pass starts at the first event still to pour.
+        let first = keys.iter().min_by_key(|k| k.rank).copied();
+        let cursor = first.map(|k| {
+            ReadAll::forward()
+                .after(k.position.saturating_sub(1))
+                .filter(filter.clone())
+                .limit(READ_PAGE)
+        });
+        Ok(TimeOrdered {
+            store,
+            filter,
+            keys,
+            next: 0,
+            buffer: BTreeMap::new(),
+            capacity: capacity.max(1),
+            cursor,
+            frontier: first.map_or(0, |k| k.rank),
+        })
     }
-    events.sort_by_key(|e| (e.timestamp, e.position));
-    if let Some(resume) = &query.resume {
-        let store_key = store_key.unwrap_or("");
-        events.retain(|e| (e.timestamp, store_key, e.position) > resume.key());
+
+    /// How many events this source pours in all.
+    fn len(&self) -> u64 {
+        self.keys.len() as u64
     }
-    Ok(events)
+
+    /// The key of the next event, without reading it.
+    fn peek(&self) -> Option<SortKey> {
+        self.keys.get(self.next).copied()
+    }
+
+    /// The next event; `None` after the last.
+    async fn pop(&mut self) -> Result<Option<RecordedEvent>> {
+        let Some(key) = self.peek() else {
+            return Ok(None);
+        };
+        if !self.buffer.contains_key(&key.of()) {
+            if key.rank >= self.frontier && self.cursor.is_some() {
+                // Not read yet: the sequential pass reads on until it is.
+                while key.rank >= self.frontier && self.cursor.is_some() {
+                    self.read_on().await?;
+                }
+            } else {
+                // Read, then dropped from the full buffer: read its run again.
+                self.read_run().await?;
+            }
+        }
+        match self.buffer.remove(&key.of()) {
+            Some(e) => {
+                self.next += 1;
+                Ok(Some(e))
+            }
+            None => Err(self.changed(key.position)),
+        }
+    }
+
+    /// The next page of the sequential pass into the buffer.
+    async fn read_on(&mut self) -> Result<()> {
+        let Some(read) = self.cursor.take() else {
+            return Ok(());
+        };
+        let page = match self.store.read_all(read.clone()).await {
+            Ok(page) => page,
+            // The store refuses a cursor past its head: it was cleared meanwhile.
+            Err(Error::InvalidInput { field, .. }) if field == "cursor" => {
+                let position = self.peek().map_or(0, |k| k.position);
+                return Err(self.changed(position));
+            }
+            Err(e) => return Err(e),
+        };
+        self.frontier += page.events.len() as u64;
+        if !(page.end || page.events.is_empty()) {
+            self.cursor = Some(read.cursor(page.next_cursor));
+        }
+        self.keep(page.events);
+        Ok(())
+    }
+
+    /// Reads again the run of events starting at the next key: the following keys as
+    /// long as they are also the following events in position order.
+    async fn read_run(&mut self) -> Result<()> {
+        let run = &self.keys[self.next..];
+        let mut count = 1;
+        while count < run.len()
+            && (count as u64) < READ_PAGE
+            && run[count].rank == run[count - 1].rank + 1
+        {
+            count += 1;
+        }
+        let page = self
+            .store
+            .read_all(
+                ReadAll::forward()
+                    .after(run[0].position.saturating_sub(1))
+                    .filter(self.filter.clone())
+                    .limit(count as u64),
+            )
+            .await?;
+        self.keep(page.events);
+        Ok(())
+    }
+
+    /// Buffers the events still to pour, then drops the latest ones above capacity.
+    fn keep(&mut self, events: Vec<RecordedEvent>) {
+        let Some(next) = self.peek() else { return };
+        for e in events {
+            if (e.timestamp, e.position) >= next.of() {
+                self.buffer.insert((e.timestamp, e.position), e);
+            }
+        }
+        while self.buffer.len() > self.capacity {
+            self.buffer.pop_last();
+        }
+    }
+
+    fn changed(&self, position: Position) -> Error {
+        Error::invalid(
+            "store",
+            format!(
+                "its events changed during the pour (the event at position {position} \
+                 read back differently or not at all): was it cleared or overwritten? Pour \
+                 again from the resume token"
+            ),
+        )
+    }
 }
 
 fn cursor_of(e: &RecordedEvent, store: Option<&str>) -> PourCursor {
@@ -796,11 +970,11 @@ pub async fn pour_store_events(
     }
     let prepared = async {
         let s = scan(store, query.to).await?;
-        let events = sorted_events(store, None, query).await?;
+        let events = TimeOrdered::open(store, None, query, options.reorder_buffer).await?;
         let pourer = Pourer::new(channel, options)?;
         Ok::<_, Error>((s, events, pourer))
     };
-    let (s, events, mut pourer) = match prepared.await {
+    let (s, mut events, mut pourer) = match prepared.await {
         Ok(p) => p,
         Err(error) => {
             return Err(Interrupted {
@@ -811,23 +985,40 @@ pub async fn pour_store_events(
     };
     result.first_scanned_aggregate = s.first_scanned_aggregate;
     result.last_scanned_aggregate = s.last_scanned_aggregate;
-    pourer.total = Some(events.len() as u64);
-    for chunk in events.chunks(pourer.batch_size) {
+    pourer.total = Some(events.len());
+    let mut batch: Vec<Message> = Vec::with_capacity(pourer.batch_size);
+    loop {
+        batch.clear();
+        let mut last = None;
+        while batch.len() < pourer.batch_size {
+            match events.pop().await {
+                Ok(Some(e)) => {
+                    last = Some(cursor_of(&e, None));
+                    batch.push(Message::notification(store_name, e, true));
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    return Err(Interrupted {
+                        error,
+                        partial: result,
+                    })
+                }
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
         if pourer.stopped() {
             return Ok(result);
         }
-        let messages: Vec<Message> = chunk
-            .iter()
-            .map(|e| Message::notification(store_name, e.clone(), true))
-            .collect();
-        if let Err(error) = pourer.publish(&messages).await {
+        if let Err(error) = pourer.publish(&batch).await {
             return Err(Interrupted {
                 error,
                 partial: result,
             });
         }
-        result.poured_event_count += chunk.len() as u64;
-        result.resume = chunk.last().map(|e| cursor_of(e, None));
+        result.poured_event_count += batch.len() as u64;
+        result.resume = last;
     }
     result.finished = true;
     Ok(result)
@@ -838,7 +1029,16 @@ struct Head {
     timestamp: Timestamp,
     store: usize,
     position: Position,
-    index: usize,
+}
+
+impl Head {
+    fn of(store: usize, key: SortKey) -> Self {
+        Head {
+            timestamp: key.timestamp,
+            store,
+            position: key.position,
+        }
+    }
 }
 
 /// Pours the events of several stores (each given with its name; names must differ)
@@ -878,12 +1078,13 @@ pub async fn pour_stores_events(
             partial: result,
         });
     }
-    let mut per_store: Vec<Vec<RecordedEvent>> = Vec::with_capacity(order.len());
+    let mut per_store: Vec<TimeOrdered<'_>> = Vec::with_capacity(order.len());
     for &i in &order {
         let (name, store) = stores[i];
         let loaded = async {
             let s = scan(store, query.to).await?;
-            let events = sorted_events(store, Some(name), query).await?;
+            let events =
+                TimeOrdered::open(store, Some(name), query, options.reorder_buffer).await?;
             Ok::<_, Error>((s, events))
         };
         match loaded.await {
@@ -908,38 +1109,35 @@ pub async fn pour_stores_events(
             })
         }
     };
-    pourer.total = Some(per_store.iter().map(|e| e.len() as u64).sum());
+    pourer.total = Some(per_store.iter().map(TimeOrdered::len).sum());
     let mut heap: BinaryHeap<Reverse<Head>> = per_store
         .iter()
         .enumerate()
-        .filter_map(|(store, events)| {
-            events.first().map(|e| {
-                Reverse(Head {
-                    timestamp: e.timestamp,
-                    store,
-                    position: e.position,
-                    index: 0,
-                })
-            })
-        })
+        .filter_map(|(store, events)| events.peek().map(|k| Reverse(Head::of(store, k))))
         .collect();
     let mut batch: Vec<Message> = Vec::with_capacity(pourer.batch_size);
     let mut batch_last: Option<PourCursor> = None;
     loop {
         let next = heap.pop().map(|Reverse(h)| h);
         if let Some(head) = &next {
-            let events = &per_store[head.store];
+            let events = &mut per_store[head.store];
             let name = stores[order[head.store]].0;
-            let e = &events[head.index];
-            batch.push(Message::notification(name, e.clone(), true));
-            batch_last = Some(cursor_of(e, Some(name)));
-            if let Some(n) = events.get(head.index + 1) {
-                heap.push(Reverse(Head {
-                    timestamp: n.timestamp,
-                    store: head.store,
-                    position: n.position,
-                    index: head.index + 1,
-                }));
+            match events.pop().await {
+                Ok(Some(e)) => {
+                    batch_last = Some(cursor_of(&e, Some(name)));
+                    batch.push(Message::notification(name, e, true));
+                }
+                // The heap holds a store only while it has a next key.
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(Interrupted {
+                        error,
+                        partial: result,
+                    })
+                }
+            }
+            if let Some(k) = events.peek() {
+                heap.push(Reverse(Head::of(head.store, k)));
             }
         }
         if batch.len() >= pourer.batch_size || (next.is_none() && !batch.is_empty()) {

@@ -523,3 +523,173 @@ async fn the_rate_limit_holds_1000_messages_at_200_per_second_for_4_5_s() {
         .unwrap_err();
     assert_eq!(err.error.kind(), annals_core::ErrorKind::InvalidInput);
 }
+
+/// Appends `n` events whose timestamps mostly follow positions, with scattered events
+/// older than their neighbours (every 97th) and a block from the future: several read
+/// runs, some longer than one read page.
+async fn shuffled_store(n: i64, salt: i64) -> MemoryStore {
+    let store = MemoryStore::new();
+    for i in 0..n {
+        let t = match i {
+            _ if i % 97 == salt => i - 500,
+            _ if (1200..1250).contains(&i) => i + 3000,
+            _ => i,
+        };
+        append(&store, &format!("s{}", i % 13), t, "E").await;
+    }
+    store
+}
+
+/// What a pour must give: every selected event, sorted by (timestamp, store, position).
+async fn expected(stores: &[(&str, &MemoryStore)], q: &StoreEventsQuery) -> Vec<(String, u64)> {
+    let mut all = Vec::new();
+    for (name, store) in stores {
+        let page = store
+            .read_all(annals_core::ReadAll::forward())
+            .await
+            .unwrap();
+        assert!(page.end);
+        for e in page.events {
+            if q.from.is_none_or(|t| e.timestamp >= t) && q.to.is_none_or(|t| e.timestamp <= t) {
+                all.push((e.timestamp, name.to_string(), e.position));
+            }
+        }
+    }
+    all.sort();
+    all.into_iter().map(|(_, s, p)| (s, p)).collect()
+}
+
+fn poured(messages: &[Message]) -> Vec<(String, u64)> {
+    messages
+        .iter()
+        .zip(events(messages))
+        .map(|(m, e)| (m.store().to_owned(), e.position))
+        .collect()
+}
+
+/// A pour reads the events in position order and puts them in timestamp order through
+/// a bounded buffer; whatever the interleaving of timestamps and however small the
+/// buffer (events that do not fit are read again), the result is the full sort, with
+/// and without time filters, resumed from anywhere, one store or several.
+#[tokio::test]
+async fn out_of_order_timestamps_across_read_pages_pour_in_timestamp_order() {
+    let store = shuffled_store(2600, 5).await;
+    let other = shuffled_store(1300, 11).await;
+    for reorder_buffer in [PourOptions::default().reorder_buffer, 700, 7] {
+        let opts = PourOptions {
+            batch_size: 64,
+            reorder_buffer,
+            ..Default::default()
+        };
+        for q in [
+            StoreEventsQuery::default(),
+            StoreEventsQuery {
+                from: Some(at(100)),
+                to: Some(at(2400)),
+                ..Default::default()
+            },
+        ] {
+            let want = expected(&[("a", &store)], &q).await;
+            let channel = MemoryChannel::new();
+            let r = pour::pour_store_events(&store, "a", &channel, &q, &opts)
+                .await
+                .unwrap();
+            assert!(r.finished);
+            assert_eq!(r.poured_event_count, want.len() as u64);
+            assert_eq!(poured(&channel.take()), want, "buffer {reorder_buffer}");
+
+            // Resumed after the 1,000th event.
+            let (_, position) = &want[999];
+            let e = store
+                .read_all(annals_core::ReadAll::forward().after(position - 1).limit(1))
+                .await
+                .unwrap()
+                .events
+                .remove(0);
+            let resumed = StoreEventsQuery {
+                resume: Some(
+                    format!("{}.{}", e.timestamp.as_millis(), e.position)
+                        .parse()
+                        .unwrap(),
+                ),
+                ..q.clone()
+            };
+            pour::pour_store_events(&store, "a", &channel, &resumed, &opts)
+                .await
+                .unwrap();
+            assert_eq!(
+                poured(&channel.take()),
+                want[1000..],
+                "buffer {reorder_buffer}"
+            );
+        }
+
+        // Two stores merged, each with its own out-of-order events.
+        let q = StoreEventsQuery {
+            to: Some(at(2000)),
+            ..Default::default()
+        };
+        let want = expected(&[("a", &store), ("b", &other)], &q).await;
+        let channel = MemoryChannel::new();
+        let r = pour::pour_stores_events(&[("b", &other), ("a", &store)], &channel, &q, &opts)
+            .await
+            .unwrap();
+        assert!(r.finished);
+        assert_eq!(r.poured_event_count, want.len() as u64);
+        assert_eq!(poured(&channel.take()), want, "buffer {reorder_buffer}");
+    }
+}
+
+/// Clears the store on its first batch: the store changes under a running pour.
+struct Clearing {
+    store: Arc<MemoryStore>,
+    inner: MemoryChannel,
+}
+
+#[async_trait]
+impl MessageChannel for Clearing {
+    fn name(&self) -> &'static str {
+        "clearing"
+    }
+    async fn publish(&self, m: &Message) -> Result<()> {
+        self.publish_batch(std::slice::from_ref(m)).await
+    }
+    async fn publish_batch(&self, ms: &[Message]) -> Result<()> {
+        if self.inner.messages().is_empty() {
+            self.store.clear_events().await?;
+        }
+        self.inner.publish_batch(ms).await
+    }
+}
+
+/// Events that vanish between the sort and the read are an error naming the store,
+/// with the partial result to resume from, never a silent skip.
+#[tokio::test]
+async fn a_store_cleared_during_a_pour_stops_it_with_an_error() {
+    let store = Arc::new(shuffled_store(1500, 3).await);
+    let channel = Clearing {
+        store: store.clone(),
+        inner: MemoryChannel::new(),
+    };
+    let opts = PourOptions {
+        batch_size: 100,
+        ..Default::default()
+    };
+    let err = pour::pour_store_events(
+        store.as_ref(),
+        "a",
+        &channel,
+        &StoreEventsQuery::default(),
+        &opts,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error.kind(), annals_core::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("changed during the pour"), "{err}");
+    assert!(!err.partial.finished);
+    let got = channel.inner.messages();
+    assert_eq!(err.partial.poured_event_count, got.len() as u64);
+    assert!(!got.is_empty() && got.len() < 1500);
+    let last = events(&got).pop().unwrap();
+    assert_eq!(err.partial.resume.unwrap().position, last.position);
+}

@@ -238,6 +238,7 @@ async fn pour(
             }
             progress_bar.set_position(p.poured);
         })),
+        ..PourOptions::default()
     };
     let channel: &dyn MessageChannel = &*channel;
     let summary = Summary {
