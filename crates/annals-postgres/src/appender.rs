@@ -95,6 +95,45 @@ pub(crate) struct Known {
     pub(crate) version: Version,
 }
 
+/// The stored streams among `streams`: their numbers and current versions (streams
+/// with no events are absent).
+pub(crate) async fn stored_streams(
+    conn: &mut PgConnection,
+    shared: &Shared,
+    streams: &[&StreamId],
+) -> Result<HashMap<StreamId, Known>> {
+    let mut known = HashMap::with_capacity(streams.len());
+    if streams.is_empty() {
+        return Ok(known);
+    }
+    let column = |f: fn(&StreamId) -> &str| streams.iter().map(|s| f(s)).collect::<Vec<_>>();
+    let rows = sqlx::query(&shared.sql.stream_versions)
+        .bind(shared.store_id)
+        .bind(column(|s| s.context.as_str()))
+        .bind(column(|s| s.aggregate.as_str()))
+        .bind(column(|s| s.id.as_str()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        let stream = StreamId {
+            context: row.try_get(0).map_err(db_error)?,
+            aggregate: row.try_get(1).map_err(db_error)?,
+            id: row.try_get(2).map_err(db_error)?,
+        };
+        let number: i64 = row.try_get(3).map_err(db_error)?;
+        let version: Option<i64> = row.try_get(4).map_err(db_error)?;
+        known.insert(
+            stream,
+            Known {
+                number: Some(number),
+                version: version.unwrap_or(0).max(0) as Version,
+            },
+        );
+    }
+    Ok(known)
+}
+
 /// The store's head row and the streams known to be current at `head`.
 #[derive(Default)]
 struct Memory {
@@ -967,46 +1006,12 @@ impl Appender {
                 .map(to_sql)
                 .collect();
             let conn = self.connection().await?;
-            let mut known: HashMap<StreamId, Known> = HashMap::with_capacity(streams.len());
-            if !streams.is_empty() {
-                let rows = sqlx::query(&shared.sql.stream_versions)
-                    .bind(shared.store_id)
-                    .bind(
-                        streams
-                            .iter()
-                            .map(|s| s.context.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        streams
-                            .iter()
-                            .map(|s| s.aggregate.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(streams.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                for row in rows {
-                    let stream = StreamId {
-                        context: row.try_get(0).map_err(db_error)?,
-                        aggregate: row.try_get(1).map_err(db_error)?,
-                        id: row.try_get(2).map_err(db_error)?,
-                    };
-                    let number: i64 = row.try_get(3).map_err(db_error)?;
-                    let version: Option<i64> = row.try_get(4).map_err(db_error)?;
-                    let known_stream = Known {
-                        number: Some(number),
-                        version: version.unwrap_or(0).max(0) as Version,
-                    };
-                    known.insert(stream, known_stream);
-                }
-                for s in streams {
-                    known.entry(s.clone()).or_insert(Known {
-                        number: None,
-                        version: 0,
-                    });
-                }
+            let mut known = stored_streams(&mut *conn, &shared, &streams).await?;
+            for s in streams {
+                known.entry(s.clone()).or_insert(Known {
+                    number: None,
+                    version: 0,
+                });
             }
             let mut stored = Stored::default();
             if !ids.is_empty() {

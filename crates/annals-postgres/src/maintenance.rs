@@ -21,7 +21,7 @@ use annals_core::{
 };
 use sqlx::{PgConnection, Row};
 
-use crate::appender::{write, Group, HeadRow, Known};
+use crate::appender::{stored_streams, write, Group, HeadRow, Known};
 use crate::error::db_error;
 use crate::read::{event_from_row, to_sql};
 use crate::Shared;
@@ -75,43 +75,7 @@ async fn read_stored(
             streams.push(&e.stream);
         }
     }
-    let mut known = HashMap::with_capacity(streams.len());
-    if !streams.is_empty() {
-        let rows = sqlx::query(&shared.sql.stream_versions)
-            .bind(store)
-            .bind(
-                streams
-                    .iter()
-                    .map(|s| s.context.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                streams
-                    .iter()
-                    .map(|s| s.aggregate.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(streams.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        for row in rows {
-            let stream = StreamId {
-                context: row.try_get(0).map_err(db_error)?,
-                aggregate: row.try_get(1).map_err(db_error)?,
-                id: row.try_get(2).map_err(db_error)?,
-            };
-            let number: i64 = row.try_get(3).map_err(db_error)?;
-            let version: Option<i64> = row.try_get(4).map_err(db_error)?;
-            known.insert(
-                stream,
-                Known {
-                    number: Some(number),
-                    version: version.unwrap_or(0).max(0) as Version,
-                },
-            );
-        }
-    }
+    let known = stored_streams(&mut *conn, shared, &streams).await?;
     // Only versions at or below a stream's stored version can be stored.
     let (mut numbers, mut versions) = (Vec::new(), Vec::new());
     for e in &batch.events {
