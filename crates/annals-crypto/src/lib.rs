@@ -22,6 +22,9 @@
 //! - **The erased marker:** when the subject's secret is deleted (or absent), a
 //!   decrypted field reads as the JSON string `"[erased]"` ([`ERASED`]). Every other
 //!   field is returned unchanged.
+//! - Reading: [`Shredder::decrypt_event`] / [`Shredder::decrypt_events`] for events
+//!   read by hand; [`Decrypting`] wraps a projector's projection so its handler gets
+//!   decrypted events.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -55,6 +58,10 @@ use serde_json::Value;
 
 use annals_core::limits::{check_name, MAX_NAME_BYTES};
 use annals_core::{Error, EventStore, Json, RecordedEvent, Result};
+
+pub mod projection;
+
+pub use projection::Decrypting;
 
 /// What a field reads as once its subject's key is deleted: the JSON string `"[erased]"`.
 pub const ERASED: &str = "[erased]";
