@@ -3,38 +3,15 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::OnceLock;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
-/// A server for the whole test binary, on its own thread and runtime.
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("annals-cli-tests-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let server = annals_server::Server::bind(
-                    annals_server::ServerConfig::new(dir)
-                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-                )
-                .await
-                .unwrap();
-                tx.send(format!("http://{}", server.local_addr())).unwrap();
-                server.run_until(std::future::pending()).await.unwrap();
-            });
-        });
-        rx.recv().unwrap()
-    })
-}
+use support::server_url;
 
 fn annals(store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();

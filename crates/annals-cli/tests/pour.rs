@@ -3,36 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+mod support;
 
 use annals_channels::Message;
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("annals-cli-pour-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let server = annals_server::Server::bind(
-                    annals_server::ServerConfig::new(dir)
-                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-                )
-                .await
-                .unwrap();
-                tx.send(format!("http://{}", server.local_addr())).unwrap();
-                server.run_until(std::future::pending()).await.unwrap();
-            });
-        });
-        rx.recv().unwrap()
-    })
-}
+use support::server_url;
 
 fn annals(store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();

@@ -1,15 +1,48 @@
-//! A PostgreSQL schema of a test's own, for the CLI tests: named
-//! `annals_test_<unix seconds>_<pid><n>` (the pattern whose stale schemas the
-//! annals-postgres tests drop after an hour) and dropped when the test ends. Whether
-//! the server is there at all is decided by `annals_testkit::services::POSTGRES`.
+//! What the CLI tests share:
+//!
+//! - [`server_url`]: one real server per test binary, on its own thread and runtime.
+//! - [`Schema`]: a PostgreSQL schema of a test's own, named
+//!   `annals_test_<unix seconds>_<pid><n>` (the pattern whose stale schemas the
+//!   annals-postgres tests drop after an hour) and dropped when the test ends. Whether
+//!   the server is there at all is decided by `annals_testkit::services::POSTGRES`.
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use annals_testkit::services::say;
 use sqlx::Connection;
+
+/// The URL of a server (embedded stores under the test target directory) shared by
+/// every test of this binary, started on first use on its own thread and runtime.
+pub fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let binary = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("annals-cli-{binary}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let server = annals_server::Server::bind(
+                    annals_server::ServerConfig::new(dir)
+                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+                )
+                .await
+                .unwrap();
+                tx.send(format!("http://{}", server.local_addr())).unwrap();
+                server.run_until(std::future::pending()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
 
 /// A schema of this test's own, dropped (with its stores) when the value is dropped.
 pub struct Schema {
