@@ -9,6 +9,7 @@ mod backend;
 mod baseline;
 #[cfg(feature = "nats")]
 mod outbox;
+mod pour;
 mod report;
 mod workload;
 
@@ -67,6 +68,9 @@ enum WorkloadChoice {
     /// Publisher (outbox) to NATS JetStream, eight writers (feature `nats`; not part of
     /// `all`).
     PublisherNats,
+    /// `pour all` in timestamp order of a prepared store with out-of-order events, into
+    /// a channel that only counts (not part of `all`).
+    Pour,
     /// Raw PostgreSQL single-row INSERT per commit, one client (feature `postgres`).
     PgInsert1,
     /// Raw PostgreSQL single-row INSERT per commit, eight clients (feature `postgres`).
@@ -88,6 +92,7 @@ impl WorkloadChoice {
             WorkloadChoice::Fsync => vec![Workload::Fsync],
             WorkloadChoice::Projector => vec![Workload::Projector],
             WorkloadChoice::PublisherNats => vec![Workload::PublisherNats],
+            WorkloadChoice::Pour => vec![Workload::Pour],
             WorkloadChoice::PgInsert1 => vec![Workload::PgInsert1],
             WorkloadChoice::PgInsert8 => vec![Workload::PgInsert8],
             WorkloadChoice::All if backend == Backend::Postgres => {

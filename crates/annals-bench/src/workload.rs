@@ -76,6 +76,8 @@ pub enum Workload {
     Projector,
     /// Eight writers' events carried by the publisher (outbox) to NATS JetStream.
     PublisherNats,
+    /// Every event of a prepared store poured in timestamp order (see [`crate::pour`]).
+    Pour,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, one client.
     PgInsert1,
     /// Raw PostgreSQL baseline: single-row INSERTs, one commit each, eight clients.
@@ -109,6 +111,7 @@ impl Workload {
             Workload::Fsync => "fsync",
             Workload::Projector => "projector",
             Workload::PublisherNats => "publisher-nats",
+            Workload::Pour => "pour",
             Workload::PgInsert1 => "pg-insert-1",
             Workload::PgInsert8 => "pg-insert-8",
         }
@@ -161,6 +164,9 @@ impl Workload {
                 Workload::W6 => w6(&store, events.unwrap_or(W6_EVENTS)).await?,
                 Workload::Projector => {
                     projector(&store, events.unwrap_or(PROJECTOR_EVENTS)).await?
+                }
+                Workload::Pour => {
+                    crate::pour::pour(&store, events.unwrap_or(crate::pour::EVENTS)).await?
                 }
                 Workload::PublisherNats => {
                     let (measured, left) = publisher_nats(&store, events).await?;
@@ -220,7 +226,7 @@ pub(crate) fn shares(total: u64, parts: u64) -> impl Iterator<Item = u64> {
 }
 
 /// Fails the run when a read returned something other than what was written.
-fn check(ok: bool, what: impl FnOnce() -> String) -> BenchResult<()> {
+pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) -> BenchResult<()> {
     if ok {
         Ok(())
     } else {
