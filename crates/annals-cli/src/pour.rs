@@ -55,6 +55,10 @@ pub struct PourArgs {
     /// Continue an interrupted pour from the token its summary gave.
     #[arg(long, global = true)]
     resume: Option<String>,
+    /// `all` and `stores`: at most about this many events per store held in memory
+    /// while putting them in timestamp order (events beyond it are read again later).
+    #[arg(long, global = true, default_value_t = PourOptions::default().reorder_buffer)]
+    reorder_buffer: usize,
     /// Print the summary as one JSON object.
     #[arg(long, global = true)]
     json: bool,
@@ -238,7 +242,7 @@ async fn pour(
             }
             progress_bar.set_position(p.poured);
         })),
-        ..PourOptions::default()
+        reorder_buffer: args.reorder_buffer,
     };
     let channel: &dyn MessageChannel = &*channel;
     let summary = Summary {

@@ -90,6 +90,10 @@ fn pour_all_and_stream_to_stdout() {
     assert_eq!(summary["lastScannedAggregate"]["aggregateId"], "acc-2");
     assert_eq!(summary["finished"], true);
 
+    // A reorder buffer of one event: the same messages, in the same order.
+    let (tight, _) = ok(annals("p1").args(["pour", "all", "--reorder-buffer", "1"]));
+    assert_eq!(tight, out);
+
     // Resume after the second event: the last two only.
     let (out, _) = ok(annals("p1").args(["pour", "all", "--resume", "1704067202000.2"]));
     assert_eq!(messages(&out).len(), 2);
