@@ -1,6 +1,7 @@
 //! Every append the server acknowledged survives a `kill -9` of the server.
 //!
-//! `annals serve` runs as a process on a data directory; writers append through the
+//! `annals serve` runs as a process on a data directory (and, in a second test, on
+//! PostgreSQL); writers append through the
 //! HTTP client (whose concurrent appends go out as batches) and note each append the
 //! server acknowledged. The server is SIGKILLed mid-stream, several times, and
 //! restarted on the same directory. At the end every acknowledged event is there, once,
@@ -9,9 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,11 +25,11 @@ use annals_core::{EventStore, ExpectedVersion, Json, ProposedEvent, ReadAll, Str
 const CYCLES: usize = 4;
 const WRITERS: usize = 6;
 
-/// Starts `annals serve` on `data` and returns it with its URL.
-fn serve(data: &Path) -> (Child, String) {
+/// Starts `annals serve` on the stores `on` names and returns it with its URL.
+fn serve(on: &[OsString]) -> (Child, String) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("annals"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(on)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -44,10 +47,30 @@ fn serve(data: &Path) -> (Child, String) {
 async fn acknowledged_appends_survive_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    kill_and_check(&["--data".into(), data.into()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_appends_survive_kill_9_of_a_server_on_postgres() {
+    let Some(url) = annals_testkit::services::POSTGRES.available() else {
+        return;
+    };
+    let schema = support::Schema::fresh(&url);
+    kill_and_check(&[
+        "--postgres".into(),
+        url.into(),
+        "--postgres-schema".into(),
+        schema.name().into(),
+    ])
+    .await;
+}
+
+/// Kills a server on `on` mid-stream [`CYCLES`] times, then checks the store.
+async fn kill_and_check(on: &[OsString]) {
     // (stream, id) of every acknowledged event.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     for cycle in 0..CYCLES {
-        let (mut server, url) = serve(&data);
+        let (mut server, url) = serve(on);
         let store = Arc::new(
             HttpStore::new(&url, "crash")
                 .unwrap()
@@ -97,7 +120,7 @@ async fn acknowledged_appends_survive_kill_9_of_the_server() {
         );
     }
 
-    let (mut server, url) = serve(&data);
+    let (mut server, url) = serve(on);
     let store = HttpStore::new(&url, "crash").unwrap();
     let mut events = Vec::new();
     let mut read = ReadAll::forward().limit(10_000);
