@@ -16,38 +16,22 @@ use annals_testkit::TestStore;
 /// The base URL of the server shared by the tests of this binary. It runs on its own
 /// thread and runtime, since every test has a runtime of its own.
 fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("annals-client-conformance-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let mut config =
-                    ServerConfig::new(dir).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-                // Small caches: many stores are open at once while the suite runs.
-                config.embedded = EmbeddedOptions {
-                    cache_bytes: 4 << 20,
-                    tail_cache_bytes: 4 << 10,
-                    max_journal_bytes: 64 << 20,
-                };
-                let server = Server::bind(config).await.expect("bind the test server");
-                tx.send(format!("http://{}", server.local_addr()))
-                    .expect("send url");
-                server
-                    .run_until(std::future::pending())
-                    .await
-                    .expect("serve");
-            });
-        });
-        rx.recv().expect("the test server starts")
-    })
+    static SERVER: OnceLock<annals_server::RunningServer> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("annals-client-conformance-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut config = ServerConfig::new(dir).listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+            // Small caches: many stores are open at once while the suite runs.
+            config.embedded = EmbeddedOptions {
+                cache_bytes: 4 << 20,
+                tail_cache_bytes: 4 << 10,
+                max_journal_bytes: 64 << 20,
+            };
+            Server::spawn(config).expect("start the test server")
+        })
+        .url()
 }
 
 async fn fresh() -> TestStore {

@@ -29,57 +29,29 @@ use annals_testkit::TestStore;
 /// outside CI.
 fn server_url() -> Option<&'static str> {
     let database = POSTGRES.available()?;
-    static URL: OnceLock<String> = OnceLock::new();
-    let url = URL.get_or_init(|| {
+    static SERVER: OnceLock<annals_server::RunningServer> = OnceLock::new();
+    let server = SERVER.get_or_init(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let schema = format!("annals_test_{secs}_{}", std::process::id());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let on = database.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let mut config = ServerConfig::new("unused-with-postgres")
-                    .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
-                config.postgres = Some(on);
-                config.postgres_options.schema = schema;
-                let connect =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), Server::bind(config))
-                        .await;
-                let server = match connect {
-                    Ok(Ok(server)) => server,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = tx.send(Err("no answer within 10 s".to_owned()));
-                        return;
-                    }
-                };
-                tx.send(Ok(format!("http://{}", server.local_addr())))
-                    .expect("send url");
+        let mut config =
+            ServerConfig::new("unused-with-postgres").listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.postgres = Some(database.clone());
+        config.postgres_options.schema = format!("annals_test_{secs}_{}", std::process::id());
+        match Server::spawn(config) {
+            Ok(server) => {
+                eprintln!(
+                    "annals-client postgres tests: server at {} on {database}",
+                    server.url()
+                );
                 server
-                    .run_until(std::future::pending())
-                    .await
-                    .expect("serve");
-            });
-        });
-        match rx.recv().expect("the test server thread answers") {
-            Ok(url) => {
-                eprintln!("annals-client postgres tests: server at {url} on {database}");
-                url
             }
             // PostgreSQL answers, so a server that does not start is a failure.
             Err(why) => panic!("the server on PostgreSQL at {database} did not start: {why}"),
         }
     });
+    let url = server.url();
     Some(url)
 }
 

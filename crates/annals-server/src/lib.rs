@@ -39,6 +39,7 @@
 
 mod append_batch;
 mod auth;
+mod background;
 mod error;
 #[cfg(test)]
 mod export_tests;
@@ -58,6 +59,7 @@ use std::sync::Arc;
 use annals_embedded::EmbeddedOptions;
 
 pub use auth::{Role, Tokens};
+pub use background::RunningServer;
 pub use error::ApiError;
 pub use registry::MAX_STORE_NAME;
 

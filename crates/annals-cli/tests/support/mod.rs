@@ -19,29 +19,20 @@ use sqlx::Connection;
 /// The URL of a server (embedded stores under the test target directory) shared by
 /// every test of this binary, started on first use on its own thread and runtime.
 pub fn server_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let binary = exe.file_stem().unwrap().to_string_lossy().into_owned();
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("annals-cli-{binary}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async move {
-                let server = annals_server::Server::bind(
-                    annals_server::ServerConfig::new(dir)
-                        .listen(SocketAddr::from(([127, 0, 0, 1], 0))),
-                )
-                .await
-                .unwrap();
-                tx.send(format!("http://{}", server.local_addr())).unwrap();
-                server.run_until(std::future::pending()).await.unwrap();
-            });
-        });
-        rx.recv().unwrap()
-    })
+    static SERVER: OnceLock<annals_server::RunningServer> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let binary = exe.file_stem().unwrap().to_string_lossy().into_owned();
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("annals-cli-{binary}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            annals_server::Server::spawn(
+                annals_server::ServerConfig::new(dir).listen(SocketAddr::from(([127, 0, 0, 1], 0))),
+            )
+            .unwrap()
+        })
+        .url()
 }
 
 /// A schema of this test's own, dropped (with its stores) when the value is dropped.

@@ -31,28 +31,19 @@ impl Backend {
     /// The HTTP client against this test binary's server (started on first use, on a
     /// thread and runtime of its own: every test has a runtime of its own).
     pub fn http() -> Self {
-        static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let url = URL.get_or_init(|| {
+        static SERVER: std::sync::OnceLock<annals_server::RunningServer> =
+            std::sync::OnceLock::new();
+        let server = SERVER.get_or_init(|| {
             let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("annals-maintenance-http-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Runtime::new().unwrap();
-                runtime.block_on(async move {
-                    let server = annals_server::Server::bind(
-                        annals_server::ServerConfig::new(dir)
-                            .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-                    )
-                    .await
-                    .unwrap();
-                    tx.send(format!("http://{}", server.local_addr())).unwrap();
-                    server.run_until(std::future::pending()).await.unwrap();
-                });
-            });
-            rx.recv().unwrap()
+            annals_server::Server::spawn(
+                annals_server::ServerConfig::new(dir)
+                    .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            )
+            .unwrap()
         });
-        Backend::Http(url.clone())
+        Backend::Http(server.url().to_owned())
     }
 
     pub async fn open(&self) -> Arc<dyn EventStore> {
