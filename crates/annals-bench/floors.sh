@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every figure BENCHMARKS.md's "Current figures" table holds, in one run: w2 alternated
 # over embedded / http / http-per-request (three rounds), `all` on embedded, memory and
-# PostgreSQL (three runs each), the projector and the publisher to NATS (three runs), the
+# PostgreSQL (three runs each), the projector, the publisher to NATS and the pour (three
+# runs), the HTTP backend once, and the maintenance tools (export, import, copy to
 # HTTP backend once, and the maintenance tools (export, import, copy to PostgreSQL).
 # Prints the bench's JSON lines and the maintenance lines; run it on a quiet machine.
 #
@@ -27,6 +28,7 @@ done
 for _ in 1 2 3; do
   "$bench" --backend embedded --workload projector
   "$bench" --backend embedded --workload publisher-nats
+  "$bench" --backend embedded --workload pour
 done
 "$bench" --backend http --workload all
 "$maintenance" 500000 3

@@ -24,6 +24,12 @@ use crate::wire;
 const MAX_APPENDS_PER_BATCH: usize = 256;
 /// The most body bytes one batch request carries (the server accepts 16 MiB).
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How long a batch waits, after answers came back, for their writers to append again
+/// (they usually do at once, but a woken writer may first have to be scheduled on
+/// another core). Waiting only while fewer appends are queued than were answered, so a
+/// full batch leaves at once; measured on 2 cores: one yield alone carried 0.26–0.40 of
+/// embedded w2, waiting up to 100–1000 µs 0.34–0.59.
+const GATHER_AT_MOST: std::time::Duration = std::time::Duration::from_micros(250);
 
 /// The shared queue of one [`crate::HttpStore`].
 pub(crate) struct AppendPipeline {
@@ -223,18 +229,31 @@ impl AppendPipeline {
         Some(batch)
     }
 
+    /// Yields to the writers just woken by `answered` answers, so that those appending
+    /// again at once make the next trip: until as many appends are queued as were just
+    /// answered, for a few hundred microseconds at most.
+    async fn let_writers_queue(&self, answered: usize) {
+        let deadline = std::time::Instant::now() + GATHER_AT_MOST;
+        loop {
+            tokio::task::yield_now().await;
+            if self.lock().queue.len() >= answered || std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+
     /// Sends queued appends until the queue is empty, then gives the slot back.
     async fn drain(self: Arc<Self>) {
         // Before each batch, let the writers just woken by the previous answers run: they
         // usually append again at once, and should make this trip rather than the next.
-        tokio::task::yield_now().await;
+        self.let_writers_queue(1).await;
         while let Some(mut batch) = self.next_batch() {
             if batch.len() == 1 {
                 if let Some(p) = batch.pop() {
                     let result = self.send_single(p.body, p.request).await;
                     let _ = p.reply.send(result);
                 }
-                tokio::task::yield_now().await;
+                self.let_writers_queue(1).await;
                 continue;
             }
             let mut body =
@@ -247,6 +266,7 @@ impl AppendPipeline {
                 body.extend_from_slice(&p.body);
             }
             body.extend_from_slice(b"]}");
+            let answered = batch.len();
             match self.send_batch(body, batch.len()).await {
                 Ok(results) => {
                     for (p, result) in batch.into_iter().zip(results) {
@@ -254,7 +274,7 @@ impl AppendPipeline {
                             result.and_then(|out| wire::brief_append_result(p.request, out));
                         let _ = p.reply.send(result);
                     }
-                    tokio::task::yield_now().await;
+                    self.let_writers_queue(answered).await;
                 }
                 Err(e) => {
                     // One failure for the whole trip: every append in it gets the same
