@@ -201,6 +201,10 @@ pub(crate) enum Unit {
     Secrets,
     /// Bytes of the input (the message gives events/s).
     Bytes,
+    /// Messages published to a channel.
+    Messages,
+    /// Nothing counted: the message says how far it got.
+    Status,
 }
 
 /// A progress bar on standard error when it is a terminal; hidden otherwise. With a
@@ -221,6 +225,9 @@ pub(crate) fn progress_bar(total: Option<u64>, unit: Unit) -> ProgressBar {
         (None, Unit::Bytes) => "{spinner} {bytes} {msg}",
         (None, Unit::Events) => "{spinner} {pos} events, {per_sec} {msg}",
         (None, Unit::Secrets) => "{spinner} {pos} secrets, {per_sec} {msg}",
+        (Some(_), Unit::Messages) => "{bar:40} {pos}/{len} messages, {per_sec} ({eta} left)",
+        (None, Unit::Messages) => "{spinner} {pos} messages, {per_sec} {msg}",
+        (_, Unit::Status) => "{spinner} {msg}",
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);

@@ -16,7 +16,7 @@
 //! token that continues the pour, as does the error of a failed pour, and the exit code
 //! is 130 (143 after SIGTERM).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,6 +32,7 @@ use annals_core::{Error, EventStore, StreamId, StreamPageToken, Timestamp};
 
 use crate::interrupt::{Interrupt, Signal};
 use crate::location::{IfMissing, Location};
+use crate::maintenance::{progress_bar, Unit};
 use crate::Failure;
 
 /// `annals pour` and its options.
@@ -170,6 +171,19 @@ fn resume<T: std::str::FromStr>(text: Option<&str>, what: &str) -> Result<Option
 /// `publish`).
 pub(crate) struct StdoutChannel;
 
+/// The channel `--channel` names: `memory` (NDJSON on standard output) or a URL for
+/// [`annals_channels::connect`].
+pub(crate) async fn open_channel(
+    channel: &str,
+    topic: &str,
+) -> Result<Box<dyn MessageChannel>, Failure> {
+    if channel == "memory" {
+        Ok(Box::new(StdoutChannel))
+    } else {
+        Ok(annals_channels::connect(channel, topic).await?)
+    }
+}
+
 #[async_trait]
 impl MessageChannel for StdoutChannel {
     fn name(&self) -> &'static str {
@@ -212,24 +226,9 @@ async fn pour(
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
     let to_stdout = args.channel == "memory";
-    let channel: Box<dyn MessageChannel> = if to_stdout {
-        Box::new(StdoutChannel)
-    } else {
-        annals_channels::connect(&args.channel, &args.topic).await?
-    };
-
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} messages [{elapsed_precise}] {bar:40} {per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let channel = open_channel(&args.channel, &args.topic).await?;
+    // The total is set once the pour knows it.
+    let bar = progress_bar(Some(0), Unit::Messages);
     let stop = interrupt.flag();
     let progress_bar = bar.clone();
     let options = PourOptions {

@@ -17,20 +17,19 @@
 //! output, or to standard error with `--channel memory`, whose messages own standard
 //! output.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use annals_channels::outbox::ChannelPublisher;
-use annals_channels::MessageChannel;
 use annals_core::{EventFilter, EventStore};
 use annals_projector::{Backoff, Publisher, PublisherOptions, PublisherState, PublisherStatus};
 
 use crate::interrupt::Interrupt;
 use crate::location::{IfMissing, Location};
-use crate::pour::StdoutChannel;
+use crate::maintenance::{progress_bar, Unit};
+use crate::pour::open_channel;
 use crate::Failure;
 
 /// `annals publish` and its options.
@@ -74,11 +73,7 @@ async fn relay(
     interrupt: &Interrupt,
 ) -> Result<(), Failure> {
     let to_stdout = args.channel == "memory";
-    let channel: Box<dyn MessageChannel> = if to_stdout {
-        Box::new(StdoutChannel)
-    } else {
-        annals_channels::connect(&args.channel, &args.topic).await?
-    };
+    let channel = open_channel(&args.channel, &args.topic).await?;
     let options = PublisherOptions {
         batch_size: args.batch.max(1),
         backoff: Backoff {
@@ -92,13 +87,7 @@ async fn relay(
         ChannelPublisher::new(store_name, channel),
         options,
     );
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(None, Unit::Status);
     let mut status = publisher.watch();
     let ended = loop {
         let now = status.borrow_and_update().clone();
