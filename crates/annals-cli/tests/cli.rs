@@ -5,8 +5,10 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use support::stdout;
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -17,17 +19,6 @@ fn annals(store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();
     c.args(["--url", server_url(), "--store", store]);
     c
-}
-
-fn stdout(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        c,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -186,18 +177,7 @@ fn serve_refuses_a_non_loopback_address() {
 #[test]
 fn serve_answers_health_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (mut child, url) = support::serve([OsStr::new("--data"), dir.path().as_os_str()]);
     let out = Command::cargo_bin("annals")
         .unwrap()
         .args(["--url", &url, "--store", "x", "create"])
@@ -254,20 +234,13 @@ fn serve_with_a_token_file_and_a_client_with_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("tokens");
     std::fs::write(&token_file, "# test\nsecret-1 read-write\n").unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let data = dir.path().join("data");
+    let (mut child, url) = support::serve([
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--token-file"),
+        token_file.as_os_str(),
+    ]);
     let without = Command::cargo_bin("annals")
         .unwrap()
         .env_remove("ANNALS_TOKEN")
@@ -464,25 +437,13 @@ fn append_errors_name_the_field_on_one_line() {
 #[test]
 fn serve_with_a_smaller_body_limit_names_it_in_the_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-body-bytes",
-            "2048",
-            "--data",
-        ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let data = dir.path().join("data");
+    let (mut child, url) = support::serve([
+        OsStr::new("--max-body-bytes"),
+        OsStr::new("2048"),
+        OsStr::new("--data"),
+        data.as_os_str(),
+    ]);
     let append = |payload_bytes: usize| {
         let event = format!(
             r#"{{"aggregateId":"a","type":"T","payload":"{}"}}"#,

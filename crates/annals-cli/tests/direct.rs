@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+use support::ok;
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -24,19 +25,6 @@ fn annals(data: &Path, store: &str) -> Command {
         .arg(data)
         .args(["--store", store]);
     c
-}
-
-fn ok(c: &mut Command) -> (String, String) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// The exit code and the standard error of a command that must fail with one line.

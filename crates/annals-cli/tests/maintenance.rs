@@ -7,6 +7,7 @@
 mod support;
 
 use std::path::Path;
+use support::ok as run;
 
 use assert_cmd::Command;
 
@@ -14,20 +15,6 @@ fn annals(_data: &Path, store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();
     c.args(["--store", store]);
     c
-}
-
-fn run(c: &mut Command) -> (String, String) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        c,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// Writes `n` events into the store `name` of `data` through the library (faster than

@@ -10,6 +10,7 @@ mod support;
 use annals_testkit::services::POSTGRES;
 use assert_cmd::Command;
 use serde_json::Value;
+use support::stdout as ok;
 
 fn annals(url: &str, schema: &str, store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();
@@ -22,16 +23,6 @@ fn annals(url: &str, schema: &str, store: &str) -> Command {
         store,
     ]);
     c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Stdio};
+use support::stdout;
 
 use annals_testkit::services::POSTGRES;
 use assert_cmd::Command;
@@ -54,17 +55,6 @@ fn annals(url: &str, store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();
     c.args(["--url", url, "--store", store]);
     c
-}
-
-fn stdout(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        c,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod support;
 use annals_channels::Message;
 use assert_cmd::Command;
 use serde_json::Value;
+use support::ok;
 
 use support::server_url;
 
@@ -15,19 +16,6 @@ fn annals(store: &str) -> Command {
     let mut c = Command::cargo_bin("annals").unwrap();
     c.args(["--url", server_url(), "--store", store]);
     c
-}
-
-fn ok(c: &mut Command) -> (String, String) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 fn seed(store: &str) {

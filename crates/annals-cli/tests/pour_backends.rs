@@ -10,6 +10,7 @@
 mod support;
 
 use std::path::Path;
+use support::stdout as ok;
 
 use annals_channels::Message;
 use annals_testkit::services::POSTGRES;
@@ -41,16 +42,6 @@ fn ndjson(path: &Path) -> Vec<(i64, u64)> {
     std::fs::write(path, text).unwrap();
     keys.sort();
     keys
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Imports the file through `base`, pours with a small buffer, checks the order.

@@ -6,10 +6,13 @@
 // Test code panics on failure by design: a failed expect is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+use support::ok;
 
 use annals_channels::Message;
 use assert_cmd::Command;
@@ -23,19 +26,6 @@ fn annals(data: &Path) -> Command {
         .arg("--data")
         .arg(data);
     c
-}
-
-fn ok(c: &mut Command) -> (String, String) {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// The messages `publish --channel memory` printed: (position, replay) of each.

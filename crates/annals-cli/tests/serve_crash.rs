@@ -14,8 +14,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,24 +23,6 @@ use annals_core::{EventStore, ExpectedVersion, Json, ProposedEvent, ReadAll, Str
 
 const CYCLES: usize = 4;
 const WRITERS: usize = 6;
-
-/// Starts `annals serve` on the stores `on` names and returns it with its URL.
-fn serve(on: &[OsString]) -> (Child, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("annals"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(on)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://"), "serve printed {line:?}");
-    (child, url)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_appends_survive_kill_9_of_the_server() {
@@ -70,7 +51,7 @@ async fn kill_and_check(on: &[OsString]) {
     // (stream, id) of every acknowledged event.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     for cycle in 0..CYCLES {
-        let (mut server, url) = serve(on);
+        let (mut server, url) = support::serve(on);
         let store = Arc::new(
             HttpStore::new(&url, "crash")
                 .unwrap()
@@ -120,7 +101,7 @@ async fn kill_and_check(on: &[OsString]) {
         );
     }
 
-    let (mut server, url) = serve(on);
+    let (mut server, url) = support::serve(on);
     let store = HttpStore::new(&url, "crash").unwrap();
     let mut events = Vec::new();
     let mut read = ReadAll::forward().limit(10_000);

@@ -1,5 +1,7 @@
 //! What the CLI tests share:
 //!
+//! - [`ok`] / [`stdout`]: run the binary, fail the test on a non-zero exit.
+//! - [`serve`]: `annals serve` as a child process, with the URL it printed.
 //! - [`server_url`]: one real server per test binary, on its own thread and runtime.
 //! - [`Schema`]: a PostgreSQL schema of a test's own, named
 //!   `annals_test_<unix seconds>_<pid><n>` (the pattern whose stale schemas the
@@ -8,13 +10,59 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use annals_testkit::services::say;
 use sqlx::Connection;
+
+/// Runs `c`; fails the test (with its standard error) unless it exits 0. Returns its
+/// standard output and standard error.
+pub fn ok(c: &mut assert_cmd::Command) -> (String, String) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// [`ok`], standard output only.
+pub fn stdout(c: &mut assert_cmd::Command) -> String {
+    ok(c).0
+}
+
+/// Starts `annals serve --listen 127.0.0.1:0 <args>` as a child process and returns it
+/// with the URL it printed on its first line.
+pub fn serve<I, S>(args: I) -> (Child, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("annals"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://"), "serve printed {line:?}");
+    (child, url)
+}
 
 /// The URL of a server (embedded stores under the test target directory) shared by
 /// every test of this binary, started on first use on its own thread and runtime.
