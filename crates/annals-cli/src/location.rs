@@ -11,7 +11,7 @@ use annals_client::HttpStore;
 use annals_core::{Error, EventStore};
 use annals_embedded::EmbeddedStore;
 use annals_postgres::{PostgresDatabase, PostgresOptions};
-use annals_server::MAX_STORE_NAME;
+use annals_server::check_store_name;
 
 use crate::Failure;
 
@@ -175,24 +175,8 @@ fn http_store(url: &str, name: &str, token: &Option<String>) -> Result<HttpStore
 /// `dir/name`, once `name` is a store name the server would accept too: never a path
 /// that leaves the data directory (`..`, `/`), never a hidden or trash directory.
 fn store_dir(dir: &std::path::Path, name: &str) -> Result<PathBuf, Failure> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_STORE_NAME
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(dir.join(name))
-    } else {
-        Err(Error::invalid(
-            "store",
-            format!(
-                "{name:?} is not a store name: use 1 to {MAX_STORE_NAME} ASCII letters, digits, \
-                 '-', '_' or '.', not starting with '.'"
-            ),
-        )
-        .into())
-    }
+    check_store_name(name)?;
+    Ok(dir.join(name))
 }
 
 /// Whether `url` names a PostgreSQL database.

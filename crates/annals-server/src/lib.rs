@@ -61,7 +61,7 @@ use annals_embedded::EmbeddedOptions;
 pub use auth::{Role, Tokens};
 pub use background::RunningServer;
 pub use error::ApiError;
-pub use registry::MAX_STORE_NAME;
+pub use registry::{check_store_name, MAX_STORE_NAME};
 
 /// The address `annals serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2113";

@@ -82,8 +82,17 @@ pub(crate) fn remove_leftover_trash(dir: &std::path::Path) {
     }
 }
 
-/// Checks that `name` is usable as a store name (and so as a directory name).
-pub(crate) fn check_store_name(name: &str) -> Result<(), ApiError> {
+/// Checks that `name` is usable as a store name, and so as a directory name under the
+/// data directory: 1 to [`MAX_STORE_NAME`] ASCII letters, digits, `-`, `_` or `.`, not
+/// starting with `.` (never a path that leaves the directory, never a hidden or trash
+/// directory). The CLI applies the same rule to stores it opens directly.
+///
+/// ```
+/// assert!(annals_server::check_store_name("orders-2024").is_ok());
+/// assert!(annals_server::check_store_name("../etc").is_err());
+/// assert!(annals_server::check_store_name(".dropped-x").is_err());
+/// ```
+pub fn check_store_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= MAX_STORE_NAME
         && !name.starts_with('.')
@@ -93,7 +102,7 @@ pub(crate) fn check_store_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "store",
             format!(
                 "{name:?} is not a store name: use 1 to {MAX_STORE_NAME} ASCII letters, digits, \
