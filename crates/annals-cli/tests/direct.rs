@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use support::ok;
+use support::signal;
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -287,17 +288,6 @@ fn tail_on_a_data_directory_catches_up_and_ends_cleanly_on_sigint() {
     // The store was closed: another process can open it.
     let d = one_json(&ok(annals(data, "t").args(["describe", "--json"])).0);
     assert_eq!(d["eventCount"], 3);
-}
-
-/// Sends `SIG<name>` to the process `pid` (through kill(1): the workspace forbids
-/// unsafe code, and so a direct libc call).
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
+use support::signal;
 use support::stdout as ok;
 
 use assert_cmd::Command;
@@ -38,16 +39,6 @@ fn spawn(data: &Path, store: &str, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Sends `SIG<name>` to `pid` (through kill(1): the workspace forbids unsafe code).
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
 }
 
 fn describe(data: &Path, store: &str) -> Value {

@@ -133,27 +133,13 @@ fn pour_ids_into_nats() {
     assert_eq!(summary["pouredAggregateIdCount"], 2);
     assert_eq!(summary["channel"], "nats");
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let config = annals_channels::nats::NatsConfig::new(&subject);
-        let channel = annals_channels::nats::NatsChannel::connect(&url, config.clone())
-            .await
-            .unwrap();
-        let stream = channel.context().get_stream(&config.stream).await.unwrap();
-        let mut ids = Vec::new();
-        for seq in 1..=2 {
-            let m = stream.get_raw_message(seq).await.unwrap();
-            let m = Message::from_json(&m.payload).unwrap();
-            assert!(m.replay());
-            assert!(matches!(m, Message::AggregateExists { .. }));
-            ids.push(m.stream().id.clone());
-        }
-        assert_eq!(ids, ["acc-1", "acc-2"]);
-        assert!(stream.get_raw_message(3).await.is_err());
-        channel
-            .context()
-            .delete_stream(&config.stream)
-            .await
-            .unwrap();
-    });
+    let messages = support::drain_jetstream(&url, &subject);
+    assert_eq!(messages.len(), 2);
+    let mut ids = Vec::new();
+    for m in messages {
+        assert!(m.replay());
+        assert!(matches!(m, Message::AggregateExists { .. }));
+        ids.push(m.stream().id.clone());
+    }
+    assert_eq!(ids, ["acc-1", "acc-2"]);
 }

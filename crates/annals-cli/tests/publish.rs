@@ -157,27 +157,14 @@ fn into_nats_jetstream_every_event_arrives() {
     let summary: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["dispatched"], 30);
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let config = annals_channels::nats::NatsConfig::new(&subject);
-        let channel = annals_channels::nats::NatsChannel::connect(&url, config.clone())
-            .await
-            .unwrap();
-        let stream = channel.context().get_stream(&config.stream).await.unwrap();
-        for seq in 1..=30u64 {
-            let m = stream.get_raw_message(seq).await.unwrap();
-            match Message::from_json(&m.payload).unwrap() {
-                Message::Notification { event, replay, .. } => {
-                    assert_eq!((event.position, replay), (seq, false));
-                }
-                other => panic!("not a notification: {other:?}"),
+    let messages = support::drain_jetstream(&url, &subject);
+    assert_eq!(messages.len(), 30);
+    for (seq, m) in (1..=30u64).zip(messages) {
+        match m {
+            Message::Notification { event, replay, .. } => {
+                assert_eq!((event.position, replay), (seq, false));
             }
+            other => panic!("not a notification: {other:?}"),
         }
-        assert!(stream.get_raw_message(31).await.is_err());
-        channel
-            .context()
-            .delete_stream(&config.stream)
-            .await
-            .unwrap();
-    });
+    }
 }

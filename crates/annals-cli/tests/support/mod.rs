@@ -3,6 +3,8 @@
 //! - [`ok`] / [`stdout`]: run the binary, fail the test on a non-zero exit.
 //! - [`serve`]: `annals serve` as a child process, with the URL it printed.
 //! - [`server_url`]: one real server per test binary, on its own thread and runtime.
+//! - [`signal`]: a Unix signal to a child; [`drain_jetstream`]: what a test published
+//!   to NATS, read back and deleted.
 //! - [`Schema`]: a PostgreSQL schema of a test's own, named
 //!   `annals_test_<unix seconds>_<pid><n>` (the pattern whose stale schemas the
 //!   annals-postgres tests drop after an hour) and dropped when the test ends. Whether
@@ -62,6 +64,41 @@ where
     let url = line.trim().rsplit(' ').next().unwrap().to_owned();
     assert!(url.starts_with("http://"), "serve printed {line:?}");
     (child, url)
+}
+
+/// Sends `SIG<name>` to the process `pid` (through kill(1): the workspace forbids
+/// unsafe code, and so a direct libc call).
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Every message the JetStream stream of `subject` holds (its channel's default
+/// configuration), in order; the stream is deleted afterwards.
+pub fn drain_jetstream(url: &str, subject: &str) -> Vec<annals_channels::Message> {
+    use annals_channels::nats::{NatsChannel, NatsConfig};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = NatsConfig::new(subject);
+        let channel = NatsChannel::connect(url, config.clone()).await.unwrap();
+        let stream = channel.context().get_stream(&config.stream).await.unwrap();
+        let mut messages = Vec::new();
+        let mut seq = 1;
+        while let Ok(m) = stream.get_raw_message(seq).await {
+            messages.push(annals_channels::Message::from_json(&m.payload).unwrap());
+            seq += 1;
+        }
+        channel
+            .context()
+            .delete_stream(&config.stream)
+            .await
+            .unwrap();
+        messages
+    })
 }
 
 /// The URL of a server (embedded stores under the test target directory) shared by
