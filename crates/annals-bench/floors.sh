@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every figure BENCHMARKS.md's "Current figures" table holds, in one run: w2 alternated
-# over embedded / http / http-per-request (three rounds), `all` on embedded, memory and
+# Every figure BENCHMARKS.md's "Current figures" table holds, in one run: the fsync
+# ceiling with and without idle pauses, w2 alternated over embedded / http /
+# http-per-request (five rounds), `all` on embedded, memory and
 # PostgreSQL (three runs each), the projector, the publisher to NATS and the pour (three
 # runs), the HTTP backend once, and the maintenance tools (export, import, copy to
-# HTTP backend once, and the maintenance tools (export, import, copy to PostgreSQL).
+# PostgreSQL).
 # Prints the bench's JSON lines and the maintenance lines; run it on a quiet machine.
 #
 #   crates/annals-bench/floors.sh > floors.log
@@ -19,7 +20,11 @@ cargo build -q --release -p annals-maintenance --example maintenance_bench
 bench="$CARGO_TARGET_DIR/release/annals-bench"
 maintenance="$CARGO_TARGET_DIR/release/examples/maintenance_bench"
 echo "# start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) commit $(git rev-parse --short HEAD)"
-for _ in 1 2 3; do
+# The machine's disk: syncs back to back, and after a 200 µs idle pause each (the HTTP
+# path's round trip leaves the disk idle about that long between commits).
+"$bench" --backend embedded --workload fsync
+"$bench" --backend embedded --workload fsync --fsync-pause-us 200
+for _ in 1 2 3 4 5; do
   for backend in embedded http http-per-request; do "$bench" --backend "$backend" --workload w2; done
 done
 for backend in embedded memory postgres; do

@@ -44,6 +44,10 @@ struct Args {
     /// Where each run's fresh data directory is created (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// `fsync` only: sleep this many microseconds after each sync, to see what an idle
+    /// disk costs the next sync (read the latencies; the throughput includes the pauses).
+    #[arg(long, default_value_t = 0)]
+    fsync_pause_us: u64,
 }
 
 /// What `--workload` accepts: one workload, or all of them in order.
@@ -126,19 +130,15 @@ async fn run(args: &Args) -> BenchResult<()> {
         None => std::env::temp_dir(),
     };
     for workload in args.workload.workloads(args.backend) {
-        run_one(workload, args.backend, &base, args.events).await?;
+        run_one(workload, args, &base).await?;
     }
     Ok(())
 }
 
 /// Runs one workload in a fresh directory under `base`, prints its line, and removes the
 /// directory.
-async fn run_one(
-    workload: Workload,
-    backend: Backend,
-    base: &Path,
-    events: Option<u64>,
-) -> BenchResult<()> {
+async fn run_one(workload: Workload, args: &Args, base: &Path) -> BenchResult<()> {
+    let backend = args.backend;
     let dir = tempfile::Builder::new()
         .prefix("annals-bench-")
         .tempdir_in(base)?;
@@ -148,7 +148,10 @@ async fn run_one(
         workload.backend_label(backend),
         dir.path().display()
     );
-    let report = workload.run(backend, dir.path(), events).await?;
+    let pause = std::time::Duration::from_micros(args.fsync_pause_us);
+    let report = workload
+        .run_with(backend, dir.path(), args.events, pause)
+        .await?;
     println!("{}", serde_json::to_string(&report)?);
     dir.close()?;
     Ok(())

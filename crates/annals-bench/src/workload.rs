@@ -125,18 +125,31 @@ impl Workload {
         }
     }
 
-    /// Runs the workload in `dir`, an empty directory, on a fresh store of `backend`.
-    /// `events` overrides the default size (see the README for what it counts).
+    /// `run_with` without a pause (the tests' entry point).
+    #[cfg(test)]
     pub async fn run(
         self,
         backend: Backend,
         dir: &Path,
         events: Option<u64>,
     ) -> BenchResult<Report> {
+        self.run_with(backend, dir, events, Duration::ZERO).await
+    }
+
+    /// Runs the workload in `dir`, an empty directory, on a fresh store of `backend`;
+    /// `events` overrides the default size, and the `fsync` workload sleeps `fsync_pause`
+    /// after each sync.
+    pub async fn run_with(
+        self,
+        backend: Backend,
+        dir: &Path,
+        events: Option<u64>,
+        fsync_pause: Duration,
+    ) -> BenchResult<Report> {
         let (measured, undispatched) = if self == Workload::Fsync {
             let dir = dir.to_path_buf();
             (
-                tokio::task::spawn_blocking(move || fsync(&dir, events)).await??,
+                tokio::task::spawn_blocking(move || fsync(&dir, events, fsync_pause)).await??,
                 None,
             )
         } else if self == Workload::PgInsert1 {
@@ -513,8 +526,9 @@ async fn publisher_nats(
     Err("this annals-bench was built without the `nats` feature".into())
 }
 
-/// Writes 4 KiB and syncs, in a loop: `syncs` times, or for [`FSYNC_DURATION`].
-fn fsync(dir: &Path, syncs: Option<u64>) -> BenchResult<Measured> {
+/// Writes 4 KiB and syncs, in a loop: `syncs` times, or for [`FSYNC_DURATION`]; sleeps
+/// `pause` after each sync (untimed in the latencies, counted in the elapsed time).
+fn fsync(dir: &Path, syncs: Option<u64>, pause: Duration) -> BenchResult<Measured> {
     let mut file = OpenOptions::new()
         .create_new(true)
         .write(true)
@@ -532,6 +546,9 @@ fn fsync(dir: &Path, syncs: Option<u64>) -> BenchResult<Measured> {
         file.sync_data()?;
         latencies.record(sync_started.elapsed());
         done += 1;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
     }
     Ok(Measured {
         events: done,
