@@ -40,6 +40,14 @@ const MAX_GROUP: usize = 1024;
 /// Longest wait for more requests when the previous group had several (about one fsync,
 /// which the late requests would otherwise spend queued behind this group's commit).
 const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(250);
+/// The wait for the previous group's writers ends sooner once none has arrived for this
+/// long: writers woken by one commit come back microseconds apart, so a longer silence
+/// means the rest are not on their way (they are a batch still on the wire, or gone),
+/// and waiting would only delay this group and leave the disk idle. Measured on 2 cores
+/// with 8 writers (annals-bench w2): direct writers still form groups of 7–8 appends, at
+/// the same throughput; an HTTP client with two batches in flight is no longer merged into
+/// one group that both batches wait for (15–19k → 33–49k events/s over HTTP).
+const GROUP_LINGER_IDLE: std::time::Duration = std::time::Duration::from_micros(10);
 
 pub(crate) const META_FROZEN: &[u8] = b"frozen";
 pub(crate) const META_STREAM_COUNT: &[u8] = b"stream_count";
@@ -436,11 +444,12 @@ impl Writer {
             }
             // Concurrent writers were seen in the last group: give the ones still on
             // their way a moment to join, so they share this fsync instead of waiting
-            // for the next one. A lone writer never waits.
+            // for the next one, as long as they keep arriving. A lone writer never waits.
             if last_group > 1 && queue.len() < last_group {
                 let deadline = std::time::Instant::now() + GROUP_LINGER;
                 while queue.len() < last_group {
-                    match commands.recv_deadline(deadline) {
+                    let quiet_until = std::time::Instant::now() + GROUP_LINGER_IDLE;
+                    match commands.recv_deadline(quiet_until.min(deadline)) {
                         Ok(c) => queue.push(c),
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
