@@ -24,7 +24,8 @@ pub enum Backend {
     /// stores in the run's directory) started in-process on `127.0.0.1:0` (cargo
     /// feature `http`, on by default). Concurrent writers share one client, whose
     /// connection pool opens one HTTP connection per concurrent request. Appends made while
-    /// two are on the wire travel together (the client's default batching).
+    /// two requests are on the wire travel together, each batch with about half of them
+    /// (the client's default batching).
     Http,
     /// As `http`, with the client's append batching off: every append is its own request
     /// (up to 1,024 on the wire at once), as with many independent clients.
@@ -143,8 +144,6 @@ async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
     Err("this annals-bench was built without the `postgres` feature".into())
 }
 
-/// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
-/// a fresh store on it.
 /// Append requests the `http` backend's client keeps on the wire:
 /// `ANNALS_BENCH_HTTP_IN_FLIGHT`, else the client's default.
 fn http_in_flight() -> usize {
@@ -164,6 +163,8 @@ fn annals_client_default_in_flight() -> usize {
     1
 }
 
+/// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
+/// a fresh store on it.
 #[cfg(feature = "http")]
 async fn open_http(dir: &Path, max_appends_in_flight: usize) -> BenchResult<OpenStore> {
     use std::net::SocketAddr;

@@ -2,10 +2,15 @@
 //!
 //! An append that finds fewer than `max_in_flight` append requests on the wire goes out at
 //! once, alone, as `POST /events`. One that finds them all busy waits in a queue; when a
-//! request comes back, everything queued by then leaves as one `POST /events/batch`. Each
-//! append keeps its own atomicity, expectation and result: the batch only shares the trip
-//! (and, on a backend with group commit, the sync). Under load this turns N round trips into
-//! one; a lone writer sees no difference.
+//! request comes back, the queued appends leave as one `POST /events/batch`. Each append
+//! keeps its own atomicity, expectation and result: the batch only shares the trip (and, on
+//! a backend with group commit, the sync). Under load this turns N round trips into one; a
+//! lone writer sees no difference.
+//!
+//! A batch takes at most its fair share of the appends in play (those queued plus those on
+//! the wire, divided by `max_in_flight`), so two requests in flight carry about half the
+//! writers each and take turns at the store: one commits while the other travels. One
+//! batch with every writer would leave the store idle for each round trip.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,7 +49,10 @@ pub(crate) struct AppendPipeline {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Pending>,
+    /// Append requests on the wire (singles and batches).
     in_flight: usize,
+    /// Appends those requests carry.
+    on_wire: usize,
 }
 
 struct Pending {
@@ -158,6 +166,7 @@ impl AppendPipeline {
             let mut state = self.lock();
             if state.in_flight < self.max_in_flight && state.queue.is_empty() {
                 state.in_flight += 1;
+                state.on_wire += 1;
                 Err((body, request))
             } else {
                 let (reply, answer) = oneshot::channel();
@@ -181,7 +190,9 @@ impl AppendPipeline {
             // Nothing queued and a slot free: this append goes out alone, at once.
             Err((body, request)) => {
                 let _slot = Slot(Arc::clone(self));
-                self.send_single(body, request).await
+                let result = self.send_single(body, request).await;
+                self.landed(1);
+                result
             }
         }
     }
@@ -198,6 +209,12 @@ impl AppendPipeline {
         }
     }
 
+    /// Called when a request carrying `appends` came back (or failed).
+    fn landed(&self, appends: usize) {
+        let mut state = self.lock();
+        state.on_wire = state.on_wire.saturating_sub(appends);
+    }
+
     /// Fails every queued append (their reply channels close).
     fn abandon_queue(&self) {
         let mut state = self.lock();
@@ -212,12 +229,14 @@ impl AppendPipeline {
             state.in_flight -= 1;
             return None;
         }
+        let most = state
+            .fair_share(self.max_in_flight)
+            .min(MAX_APPENDS_PER_BATCH);
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = state.queue.front() {
             let fits = batch.is_empty()
-                || (batch.len() < MAX_APPENDS_PER_BATCH
-                    && bytes + next.body.len() < MAX_BATCH_BYTES);
+                || (batch.len() < most && bytes + next.body.len() < MAX_BATCH_BYTES);
             if !fits {
                 break;
             }
@@ -226,6 +245,7 @@ impl AppendPipeline {
                 batch.push(p);
             }
         }
+        state.on_wire += batch.len();
         Some(batch)
     }
 
@@ -251,6 +271,7 @@ impl AppendPipeline {
             if batch.len() == 1 {
                 if let Some(p) = batch.pop() {
                     let result = self.send_single(p.body, p.request).await;
+                    self.landed(1);
                     let _ = p.reply.send(result);
                 }
                 self.let_writers_queue(1).await;
@@ -267,7 +288,9 @@ impl AppendPipeline {
             }
             body.extend_from_slice(b"]}");
             let answered = batch.len();
-            match self.send_batch(body, batch.len()).await {
+            let sent = self.send_batch(body, answered).await;
+            self.landed(answered);
+            match sent {
                 Ok(results) => {
                     for (p, result) in batch.into_iter().zip(results) {
                         let result =
@@ -326,6 +349,14 @@ impl AppendPipeline {
 }
 
 impl State {
+    /// The most appends the next batch takes: an even split of the appends in play over
+    /// the requests that may be in flight, so that each request carries about as many.
+    fn fair_share(&self, max_in_flight: usize) -> usize {
+        (self.queue.len() + self.on_wire)
+            .div_ceil(max_in_flight.max(1))
+            .max(1)
+    }
+
     /// Takes an in-flight slot for a drain task when one is free.
     fn take_slot(&mut self, max_in_flight: usize) -> bool {
         if self.in_flight < max_in_flight {
@@ -334,5 +365,84 @@ impl State {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use annals_core::{ExpectedVersion, StreamId};
+
+    fn pipeline(max_in_flight: usize) -> AppendPipeline {
+        let urls = AppendUrls::for_store("http://127.0.0.1:9/v1/stores/s").unwrap();
+        AppendPipeline::new(reqwest::Client::new(), urls, None, max_in_flight)
+    }
+
+    /// Queues `n` appends as writers that found every slot busy would.
+    fn queue(p: &AppendPipeline, n: usize) -> Vec<oneshot::Receiver<Result<AppendResult>>> {
+        (0..n)
+            .map(|i| {
+                let (reply, answer) = oneshot::channel();
+                let request = AppendRequest::to_stream(
+                    StreamId::new(format!("w-{i}")),
+                    ExpectedVersion::Any,
+                    Vec::new(),
+                );
+                p.lock().queue.push_back(Pending {
+                    body: b"{}".to_vec(),
+                    request,
+                    reply,
+                });
+                answer
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_takes_its_fair_share_of_the_appends_in_play() {
+        // Two requests in flight: one alone on the wire, seven writers queued behind it.
+        let p = pipeline(2);
+        {
+            let mut state = p.lock();
+            state.in_flight = 2;
+            state.on_wire = 1;
+        }
+        let _answers = queue(&p, 7);
+        // Eight appends in play over two requests: this batch carries four, three wait.
+        let batch = p.next_batch().unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(p.lock().queue.len(), 3);
+        assert_eq!(p.lock().on_wire, 5);
+        // The lone request lands; with the batch of four still out, the three left go
+        // together.
+        p.landed(1);
+        assert_eq!(p.next_batch().unwrap().len(), 3);
+        assert_eq!(p.lock().on_wire, 7);
+        p.landed(4);
+        p.landed(3);
+        // Nothing queued: the slot is given back and nothing is counted on the wire.
+        assert!(p.next_batch().is_none());
+        let state = p.lock();
+        assert_eq!((state.in_flight, state.on_wire), (1, 0));
+    }
+
+    #[test]
+    fn one_request_in_flight_takes_the_whole_queue() {
+        let p = pipeline(1);
+        p.lock().in_flight = 1;
+        let _answers = queue(&p, 9);
+        assert_eq!(p.next_batch().unwrap().len(), 9);
+        assert!(p.lock().queue.is_empty());
+    }
+
+    #[test]
+    fn a_batch_never_carries_more_than_the_request_limit() {
+        let p = pipeline(1);
+        p.lock().in_flight = 1;
+        let _answers = queue(&p, MAX_APPENDS_PER_BATCH + 3);
+        assert_eq!(p.next_batch().unwrap().len(), MAX_APPENDS_PER_BATCH);
+        assert_eq!(p.next_batch().unwrap().len(), 3);
     }
 }

@@ -29,6 +29,23 @@ async fn requests_served(url: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_travel_together_and_keep_their_own_results() {
+    concurrent_appends_keep_their_own_results(Some(1)).await;
+}
+
+/// The default keeps two requests in flight, each with a fair share of the writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_in_flight_keep_every_result() {
+    concurrent_appends_keep_their_own_results(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_flight_keep_every_result() {
+    concurrent_appends_keep_their_own_results(Some(5)).await;
+}
+
+/// 64 writers on one client with `max_in_flight` requests on the wire (`None`: the
+/// default): fewer requests than appends, and every append gets its own result.
+async fn concurrent_appends_keep_their_own_results(max_in_flight: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     let server =
         Server::bind(ServerConfig::new(dir.path()).listen(SocketAddr::from(([127, 0, 0, 1], 0))))
@@ -39,11 +56,11 @@ async fn concurrent_appends_travel_together_and_keep_their_own_results() {
     let task = tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
-    let store = Arc::new(
-        HttpStore::new(&url, "p")
-            .unwrap()
-            .with_max_appends_in_flight(1),
-    );
+    let client = HttpStore::new(&url, "p").unwrap();
+    let store = Arc::new(match max_in_flight {
+        Some(max) => client.with_max_appends_in_flight(max),
+        None => client,
+    });
     store.create().await.unwrap();
     let before = requests_served(&url).await;
 
