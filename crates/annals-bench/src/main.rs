@@ -5,6 +5,11 @@
 //! line to stdout (see [`report::Report`]); progress and notes go to stderr. The README
 //! beside this crate describes the workloads.
 
+/// The allocator the `annals` binary runs on (see its `main.rs`), so that the figures are
+/// those of `annals serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backend;
 mod baseline;
 #[cfg(feature = "nats")]

@@ -89,6 +89,14 @@
 //! store already exists, incremental import conflict); 3 the server cannot be reached;
 //! 4 any other failure; 130 interrupted by SIGINT; 143 interrupted by SIGTERM.
 
+/// mimalloc rather than the system allocator: the server, the embedded writer and the
+/// HTTP client allocate per request, per event and per commit from several threads, where
+/// glibc's allocator spent a fifth of the CPU (consolidating and growing per-thread
+/// arenas). Measured with annals-bench on 2 cores: w2 embedded 37–52k → 55–72k events/s,
+/// w2 over HTTP 17–25k → 23–30k.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod fields;
 mod interrupt;
 mod location;
