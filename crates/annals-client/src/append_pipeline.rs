@@ -61,6 +61,27 @@ struct Pending {
     reply: oneshot::Sender<Result<AppendResult>>,
 }
 
+/// Counts a request's appends as on the wire until it is dropped: when the answer is in,
+/// or when the request is abandoned (its caller cancelled), so the fair share never
+/// counts appends that are gone.
+struct OnWire<'a> {
+    pipeline: &'a AppendPipeline,
+    appends: usize,
+}
+
+impl<'a> OnWire<'a> {
+    /// For `appends` already counted in `State::on_wire`.
+    fn new(pipeline: &'a AppendPipeline, appends: usize) -> Self {
+        OnWire { pipeline, appends }
+    }
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        self.pipeline.landed(self.appends);
+    }
+}
+
 /// Holds one in-flight slot; gives it back (or hands the queue to a drain task) when
 /// dropped, so a cancelled append never strands the appends queued behind it.
 struct Slot(Arc<AppendPipeline>);
@@ -190,9 +211,9 @@ impl AppendPipeline {
             // Nothing queued and a slot free: this append goes out alone, at once.
             Err((body, request)) => {
                 let _slot = Slot(Arc::clone(self));
-                let result = self.send_single(body, request).await;
-                self.landed(1);
-                result
+                // Dropped before the slot, also when the caller gives up mid-trip.
+                let _on_wire = OnWire::new(self, 1);
+                self.send_single(body, request).await
             }
         }
     }
@@ -270,8 +291,9 @@ impl AppendPipeline {
         while let Some(mut batch) = self.next_batch() {
             if batch.len() == 1 {
                 if let Some(p) = batch.pop() {
+                    let on_wire = OnWire::new(&self, 1);
                     let result = self.send_single(p.body, p.request).await;
-                    self.landed(1);
+                    drop(on_wire);
                     let _ = p.reply.send(result);
                 }
                 self.let_writers_queue(1).await;
@@ -288,8 +310,9 @@ impl AppendPipeline {
             }
             body.extend_from_slice(b"]}");
             let answered = batch.len();
+            let on_wire = OnWire::new(&self, answered);
             let sent = self.send_batch(body, answered).await;
-            self.landed(answered);
+            drop(on_wire);
             match sent {
                 Ok(results) => {
                     for (p, result) in batch.into_iter().zip(results) {
@@ -426,6 +449,32 @@ mod tests {
         assert!(p.next_batch().is_none());
         let state = p.lock();
         assert_eq!((state.in_flight, state.on_wire), (1, 0));
+    }
+
+    /// An append whose caller gives up mid-trip leaves nothing counted: neither its slot
+    /// nor its place on the wire.
+    #[tokio::test]
+    async fn a_cancelled_append_gives_back_its_slot_and_its_place_on_the_wire() {
+        // A server that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let urls = AppendUrls::for_store(&format!("http://{addr}/v1/stores/s")).unwrap();
+        let p = Arc::new(AppendPipeline::new(reqwest::Client::new(), urls, None, 2));
+        let request =
+            AppendRequest::to_stream(StreamId::new("w"), ExpectedVersion::Any, Vec::new());
+        let append = p.append(b"{}".to_vec(), request);
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(200), append).await;
+        assert!(gave_up.is_err(), "the silent server never answers");
+        let state = p.lock();
+        assert_eq!((state.in_flight, state.on_wire), (0, 0));
+        drop(state);
+        accepting.abort();
     }
 
     #[test]
