@@ -30,6 +30,10 @@ pub enum Backend {
     /// As `http`, with the client's append batching off: every append is its own request
     /// (up to 1,024 on the wire at once), as with many independent clients.
     HttpPerRequest,
+    /// As `http`, with the server's stores in PostgreSQL (the `postgres` backend's server
+    /// and schema) instead of embedded stores: `annals serve --postgres URL` (cargo
+    /// features `http` and `postgres`).
+    HttpPostgres,
 }
 
 /// A store opened for one workload run, with whatever must outlive it (the server of
@@ -82,6 +86,7 @@ impl Backend {
             Backend::Postgres => "postgres",
             Backend::Http => "http",
             Backend::HttpPerRequest => "http-per-request",
+            Backend::HttpPostgres => "http-postgres",
         }
     }
 
@@ -91,8 +96,12 @@ impl Backend {
             Backend::Memory => Ok(OpenStore::plain(Arc::new(MemoryStore::new()))),
             Backend::Embedded => open_embedded(dir).map(OpenStore::plain),
             Backend::Postgres => open_postgres().await.map(OpenStore::plain),
-            Backend::Http => open_http(dir, http_in_flight()).await,
-            Backend::HttpPerRequest => open_http(dir, 1024).await,
+            Backend::Http => open_http(dir, http_in_flight(), None).await,
+            Backend::HttpPerRequest => open_http(dir, 1024, None).await,
+            Backend::HttpPostgres => {
+                let url = fresh_postgres_schema().await?;
+                open_http(dir, http_in_flight(), Some(url)).await
+            }
         }
     }
 }
@@ -118,11 +127,12 @@ pub fn postgres_url() -> String {
 
 /// The schema the benchmark's stores live in; dropped before each workload, so a run
 /// leaves at most the last workload's store behind.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "http"))]
 pub const POSTGRES_SCHEMA: &str = "annals_bench";
 
+/// Drops [`POSTGRES_SCHEMA`] on the server of [`postgres_url`], which it returns.
 #[cfg(feature = "postgres")]
-async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
+async fn fresh_postgres_schema() -> BenchResult<String> {
     use sqlx::Connection;
     let url = postgres_url();
     eprintln!("annals-bench: PostgreSQL at {url}, schema {POSTGRES_SCHEMA}");
@@ -131,6 +141,17 @@ async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
         .execute(&mut conn)
         .await?;
     conn.close().await?;
+    Ok(url)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn fresh_postgres_schema() -> BenchResult<String> {
+    Err("this annals-bench was built without the `postgres` feature".into())
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres() -> BenchResult<Arc<dyn EventStore>> {
+    let url = fresh_postgres_schema().await?;
     let options = annals_postgres::PostgresOptions {
         schema: POSTGRES_SCHEMA.into(),
         ..annals_postgres::PostgresOptions::default()
@@ -163,13 +184,21 @@ fn annals_client_default_in_flight() -> usize {
     1
 }
 
-/// Starts a server on `127.0.0.1:0` over `dir` in this process and returns a client of
-/// a fresh store on it.
+/// Starts a server on `127.0.0.1:0` in this process, over `dir` or, given a URL, over
+/// PostgreSQL in [`POSTGRES_SCHEMA`], and returns a client of a fresh store on it.
 #[cfg(feature = "http")]
-async fn open_http(dir: &Path, max_appends_in_flight: usize) -> BenchResult<OpenStore> {
+async fn open_http(
+    dir: &Path,
+    max_appends_in_flight: usize,
+    postgres: Option<String>,
+) -> BenchResult<OpenStore> {
     use std::net::SocketAddr;
-    let config = annals_server::ServerConfig::new(dir.join("server"))
+    let mut config = annals_server::ServerConfig::new(dir.join("server"))
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+    if let Some(url) = postgres {
+        config.postgres = Some(url);
+        config.postgres_options.schema = POSTGRES_SCHEMA.into();
+    }
     let server = annals_server::Server::bind(config).await?;
     let url = format!("http://{}", server.local_addr());
     eprintln!("annals-bench: server at {url}");
@@ -192,6 +221,10 @@ async fn open_http(dir: &Path, max_appends_in_flight: usize) -> BenchResult<Open
 }
 
 #[cfg(not(feature = "http"))]
-async fn open_http(_dir: &Path, _max_appends_in_flight: usize) -> BenchResult<OpenStore> {
+async fn open_http(
+    _dir: &Path,
+    _max_appends_in_flight: usize,
+    _postgres: Option<String>,
+) -> BenchResult<OpenStore> {
     Err("this annals-bench was built without the `http` feature".into())
 }

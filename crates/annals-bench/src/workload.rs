@@ -647,6 +647,35 @@ mod tests {
         assert!(err.to_string().contains("`nats` feature"), "{err}");
     }
 
+    /// The server of `http-postgres` keeps its stores in PostgreSQL: the events a run
+    /// appended through HTTP are rows in the bench's schema. Skipped (loudly) without a
+    /// reachable PostgreSQL, except under `CI=true`.
+    #[cfg(all(feature = "http", feature = "postgres"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_http_postgres_backend_serves_stores_kept_in_postgresql() {
+        use sqlx::Connection;
+        let url = crate::backend::postgres_url();
+        if annals_testkit::services::POSTGRES.available_at(&url).is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let report = Workload::W2
+            .run(Backend::HttpPostgres, dir.path(), Some(80))
+            .await
+            .unwrap();
+        assert_eq!((report.workload, report.backend), ("w2", "http-postgres"));
+        assert_eq!(report.events, 80);
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {}.events",
+            crate::backend::POSTGRES_SCHEMA
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(rows, 80);
+    }
+
     #[cfg(feature = "http")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_store_workload_runs_small_over_http() {
