@@ -3,7 +3,9 @@
 //! Every append of the store goes through one task with its own connection. It takes
 //! every request waiting in its queue and writes them in one transaction; the store's
 //! head row in `stores` serialises that transaction with every other writer of the
-//! store, in this process or another one.
+//! store, in this process or another one. When fewer requests wait than the previous
+//! group had, it first gives the others up to one commit's time to come back, since a
+//! commit costs nearly the same for a few appends as for many.
 //!
 //! A group is planned with [`annals_core::append::plan`], which needs the current
 //! version of each stream involved and the stored events of the ids the requests name.
@@ -63,6 +65,14 @@ use crate::Shared;
 const MAX_GROUP: usize = 1024;
 /// A group stops growing past this many events (a single request may exceed it).
 const MAX_GROUP_EVENTS: usize = 10_000;
+/// Longest wait for the previous group's writers to come back: as long as the previous
+/// commit took, and never longer than this. A PostgreSQL commit costs about the same for
+/// 4 appends as for 8, so the two batches of an HTTP client that take turns are better
+/// committed together. Measured on 2 cores, HTTP w2 over a PostgreSQL-backed server with
+/// two batches in flight: 6.4–7.1k events/s without the wait, 8.7–9.6k waiting half a
+/// commit, 9.5–10.2k waiting a whole one (one batch in flight: 9.2–12.0k); direct w2
+/// unchanged (18.5–20.8k).
+const MAX_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 /// The remembered streams start over past this many.
 const MEMORY_LIMIT: usize = 1 << 20;
 /// Groups that skip the verified path after it found the head moved by another writer.
@@ -524,17 +534,27 @@ impl Appender {
     /// Runs until the store closes or every handle is gone.
     pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut queue = Vec::new();
+        let mut last_group = 1;
+        let mut last_commit = std::time::Duration::ZERO;
         while let Some(first) = commands.recv().await {
             queue.push(first);
             // Let writers that were just answered (and are ready to run) send their next
             // request, so it joins this group instead of waiting for the next commit.
             tokio::task::yield_now().await;
-            while queue.len() < MAX_GROUP {
-                match commands.try_recv() {
-                    Ok(c) => queue.push(c),
-                    Err(_) => break,
+            take_waiting(&mut commands, &mut queue);
+            // Concurrent writers were seen in the last group: while fewer are queued, wait
+            // for the others up to one commit's time, so they share this commit instead
+            // of paying one of their own. A lone writer never waits. (Yielding, not
+            // sleeping: tokio's timer counts in milliseconds.)
+            if last_group > 1 && queue.len() < last_group {
+                let deadline = std::time::Instant::now() + last_commit.min(MAX_LINGER);
+                while queue.len() < last_group && std::time::Instant::now() < deadline {
+                    tokio::task::yield_now().await;
+                    take_waiting(&mut commands, &mut queue);
                 }
             }
+            last_group = queue.len();
+            let started = std::time::Instant::now();
             let mut appends = Vec::new();
             let mut closing = None;
             for command in queue.drain(..) {
@@ -550,6 +570,7 @@ impl Appender {
                 }
             }
             self.commit(appends).await;
+            last_commit = started.elapsed();
             if let Some((drop_data, reply)) = closing {
                 commands.close();
                 while let Ok(c) = commands.try_recv() {
@@ -1294,4 +1315,14 @@ pub(crate) fn check_request(request: &AppendRequest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moves the commands already waiting into `queue`, up to [`MAX_GROUP`].
+fn take_waiting(commands: &mut mpsc::UnboundedReceiver<Command>, queue: &mut Vec<Command>) {
+    while queue.len() < MAX_GROUP {
+        match commands.try_recv() {
+            Ok(c) => queue.push(c),
+            Err(_) => break,
+        }
+    }
 }
