@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every figure BENCHMARKS.md's "Current figures" table holds, in one run: the fsync
 # ceiling with and without idle pauses, w2 alternated over embedded / http /
-# http-per-request (five rounds), `all` on embedded, memory and
-# PostgreSQL (three runs each), the projector, the publisher to NATS and the pour (three
-# runs), the HTTP backend once, and the maintenance tools (export, import, copy to
-# PostgreSQL).
+# http-per-request (five rounds), `all` on embedded, memory and PostgreSQL (three runs
+# each), the projector, the publisher to NATS and the pour (three runs), `all` over HTTP
+# once on embedded and once on PostgreSQL, and the maintenance tools (export, import,
+# copy to PostgreSQL).
 # Prints the bench's JSON lines and the maintenance lines; run it on a quiet machine.
 #
 #   crates/annals-bench/floors.sh > floors.log
@@ -36,5 +36,6 @@ for _ in 1 2 3; do
   "$bench" --backend embedded --workload pour
 done
 "$bench" --backend http --workload all
+"$bench" --backend http-postgres --workload all
 "$maintenance" 500000 3
 echo "# end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
