@@ -655,7 +655,10 @@ mod tests {
     async fn the_http_postgres_backend_serves_stores_kept_in_postgresql() {
         use sqlx::Connection;
         let url = crate::backend::postgres_url();
-        if annals_testkit::services::POSTGRES.available_at(&url).is_none() {
+        if annals_testkit::services::POSTGRES
+            .available_at(&url)
+            .is_none()
+        {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
